@@ -1,0 +1,160 @@
+"""The database: where it is, the engine, migrations, and scoped connections.
+
+Every command and request gets its connection from :func:`scoped` so that the caller's
+country and role are set for row-level security in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from geodata import cluster
+from geodata.errors import ConfigurationError
+from geodata.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def database_url(settings: Settings) -> str:
+    """The SQLAlchemy URL Rutas uses: the configured one, or the embedded cluster's."""
+    if settings.database_url:
+        url = make_url(settings.database_url)
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        return url.render_as_string(hide_password=False)
+    return cluster.embedded_url(settings)
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` (with PostGIS) when it does not exist yet."""
+    target = make_url(url)
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": target.database},
+            ).scalar()
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{_identifier(target.database)}"'))
+    except sa.exc.OperationalError as exc:
+        raise ConfigurationError(
+            f"Cannot reach the database server at {target.render_as_string(hide_password=True)}. "
+            "Check RUTAS_DATABASE_URL, or unset it to use the embedded database.",
+            "No se puede conectar con el servidor de base de datos. Revise RUTAS_DATABASE_URL.",
+            code="db_unreachable",
+        ) from exc
+    finally:
+        admin.dispose()
+
+
+def drop_database(url: str) -> None:
+    """Drop the database named in ``url`` (used by the tests' fresh databases)."""
+    target = make_url(url)
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(f'DROP DATABASE IF EXISTS "{_identifier(target.database)}" WITH (FORCE)')
+            )
+    finally:
+        admin.dispose()
+
+
+def _identifier(name: str | None) -> str:
+    if not name or not all(ch.isalnum() or ch == "_" for ch in name):
+        raise ConfigurationError(
+            f"Database name {name!r} must contain only letters, digits and underscores.",
+            f"El nombre de base de datos {name!r} sólo puede tener letras, dígitos y '_'.",
+            code="bad_db_name",
+        )
+    return name
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> Engine:
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def get_engine(settings: Settings) -> Engine:
+    """A pooled engine for the settings' database (created, with PostGIS, if missing)."""
+    url = database_url(settings)
+    engine = _engine_for(url)
+    return engine
+
+
+def alembic_config(connection: Connection) -> Config:
+    """Alembic configuration bound to an open connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(settings: Settings) -> str:
+    """Create or migrate the schema to the newest version; idempotent.
+
+    Returns
+    -------
+    str
+        The schema revision after the upgrade.
+    """
+    url = database_url(settings)
+    ensure_database(url)
+    engine = get_engine(settings)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+        revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+    return str(revision)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who is asking: sets what row-level security lets them see.
+
+    ``country`` is ISO 3166-1 alpha-3; ``None`` with role ``admin`` or ``system`` sees all.
+    ``partners`` maps partner country to the agreement level (``aggregate`` or ``detail``).
+    """
+
+    role: str = "system"
+    country: str | None = None
+    partners: dict[str, str] = field(default_factory=dict)
+    user: str = "rutas"
+
+
+SYSTEM = Scope()
+
+
+@contextmanager
+def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
+    """A connection in a transaction whose row-level-security scope is ``scope``.
+
+    The scope is set with ``set_config(..., is_local => true)`` (``SET LOCAL``), so it ends
+    with the transaction and can never leak to the next user of a pooled connection.
+    """
+    with engine.begin() as conn:
+        partners = ",".join(f"{c}:{level}" for c, level in sorted(scope.partners.items()))
+        conn.execute(
+            sa.text(
+                "SELECT set_config('rutas.role', :role, true), "
+                "set_config('rutas.country', :country, true), "
+                "set_config('rutas.partners', :partners, true), "
+                "set_config('rutas.user', :user, true)"
+            ),
+            {
+                "role": scope.role,
+                "country": scope.country or "",
+                "partners": partners,
+                "user": scope.user,
+            },
+        )
+        yield conn

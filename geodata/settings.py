@@ -1,0 +1,79 @@
+"""Settings of Rutas, read once from the environment (prefix ``RUTAS_``).
+
+Every module receives a :class:`Settings` object from its caller; none reads the
+environment on its own. ``get_settings()`` builds it once per process.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The checkout this code runs from (the folder holding ``geodata/``).
+CHECKOUT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _default_data_dir() -> Path | None:
+    shared = CHECKOUT_DIR.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
+class Settings(BaseSettings):
+    """Configuration of one Rutas process.
+
+    Attributes
+    ----------
+    database_url
+        SQLAlchemy URL of the PostGIS database. ``None`` means the embedded default: a
+        private PostgreSQL cluster kept in ``state_dir``, reached over a Unix socket.
+    data_dir
+        Folder with the reference and demo data (``../shared/data`` when it exists).
+    state_dir
+        Folder for the embedded cluster, demo products and other local state.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RUTAS_", env_file=None, extra="ignore")
+
+    database_url: str | None = None
+    data_dir: Path | None = Field(default_factory=_default_data_dir)
+    state_dir: Path = CHECKOUT_DIR / ".rutas"
+    database_name: str = "rutas"
+
+    # ingest
+    ingest_chunk_rows: int = 50_000
+    ingest_max_file_bytes: int = 2 * 1024**3
+    earliest_event_year: int = 1990
+
+    # snapping and reference layers
+    snap_max_distance_m: float = 5_000.0
+    border_near_km: float = 25.0
+    node_tolerance_m: float = 20.0
+
+    # emerging-route analysis
+    segment_km: float = 10.0
+    neighbour_km: float = 50.0
+    time_step: int = 1
+    slice: str = "month"
+    alpha: float = 0.05
+    gap_segments: int = 2
+    h3_resolution: int = 5
+
+    # privacy
+    k_anonymity: int = 11
+
+    # alerts
+    webhook_allowed_hosts: str = ""
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external database is configured and the private cluster is used."""
+        return self.database_url is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

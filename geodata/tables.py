@@ -1,0 +1,80 @@
+"""Table definitions of the store (SQLAlchemy Core + geoalchemy2), one place per table.
+
+Geometries are stored in EPSG:4326. Migrations under ``geodata/migrations`` create these
+tables; keep both in step. Sections: records (events, ingest batches), then the layers and
+products that later stages add.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from geoalchemy2 import Geometry
+from sqlalchemy.dialects import postgresql as pg
+
+metadata = sa.MetaData()
+
+EVENT_KINDS = ("incident", "interception", "victim_identification")
+CRIME_TYPES = ("trafficking", "smuggling", "both", "unknown")
+DATE_PRECISIONS = ("day", "month", "year")
+
+# --- records -------------------------------------------------------------------------------
+
+ingest_batches = sa.Table(
+    "ingest_batches",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("owner_country", sa.CHAR(3), nullable=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("rows_read", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("accepted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rejected", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("duplicates", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("report", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("loaded_by", sa.Text, nullable=False),
+    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(f"kind IN {EVENT_KINDS}", name="ingest_batches_kind"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("crime_type", sa.Text, nullable=False, server_default="unknown"),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("occurred_text", sa.Text, nullable=False),
+    sa.Column("date_precision", sa.Text, nullable=False),
+    sa.Column("owner_country", sa.CHAR(3), nullable=False),
+    sa.Column("location_country", sa.CHAR(3), nullable=True),
+    sa.Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+    sa.Column("coord_precision_m", sa.Float, nullable=True),
+    sa.Column("coordinate_fix", sa.Text, nullable=True),
+    sa.Column("dead", sa.Integer, nullable=True),
+    sa.Column("missing", sa.Integer, nullable=True),
+    sa.Column("survivors", sa.Integer, nullable=True),
+    sa.Column("victims", sa.Integer, nullable=True),
+    sa.Column("nationalities", pg.ARRAY(sa.Text), nullable=True),
+    sa.Column("attributes", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("source_record_id", sa.Text, nullable=True),
+    sa.Column("dedupe_key", sa.Text, nullable=False),
+    sa.Column("batch_id", sa.BigInteger, sa.ForeignKey("ingest_batches.id"), nullable=False),
+    sa.Column("source_row", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(f"kind IN {EVENT_KINDS}", name="events_kind"),
+    sa.CheckConstraint(f"crime_type IN {CRIME_TYPES}", name="events_crime_type"),
+    sa.CheckConstraint(f"date_precision IN {DATE_PRECISIONS}", name="events_date_precision"),
+    sa.UniqueConstraint("owner_country", "source", "dedupe_key", name="events_dedupe"),
+)
+sa.Index("events_geom_idx", events.c.geom, postgresql_using="gist")
+sa.Index("events_occurred_idx", events.c.occurred_at)
+sa.Index("events_batch_idx", events.c.batch_id)
+
+# --- reference layers and snapping (issue 3) ------------------------------------------------
+
+# --- analysis runs and routes (issue 4) -----------------------------------------------------
+
+# --- service: keys, sharing agreements, audit (issue 6) -------------------------------------

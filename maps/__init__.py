@@ -1,0 +1,1 @@
+"""The products: risk surfaces, interactive and static maps, tiles."""

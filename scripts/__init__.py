@@ -1,0 +1,1 @@
+"""The command line (`rutas`), set-up and demo scripts, and benchmarks."""
