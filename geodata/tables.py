@@ -75,6 +75,106 @@ sa.Index("events_batch_idx", events.c.batch_id)
 
 # --- reference layers and snapping (issue 3) ------------------------------------------------
 
+LAYER_KINDS = ("roads", "borders", "crossings", "inferred_crossings", "corridors")
+
+reference_layers = sa.Table(
+    "reference_layers",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("subkind", sa.Text, nullable=False, server_default=""),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("feature_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("report", pg.JSONB, nullable=False, server_default="{}"),
+)
+sa.Index("reference_layers_one_active", reference_layers.c.kind, reference_layers.c.subkind,
+         unique=True, postgresql_where=sa.text("active"))
+
+road_nodes = sa.Table(
+    "road_nodes",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("layer_id", sa.BigInteger, sa.ForeignKey("reference_layers.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+)
+sa.Index("road_nodes_geom_idx", road_nodes.c.geom, postgresql_using="gist")
+sa.Index("road_nodes_layer_idx", road_nodes.c.layer_id)
+
+#: Edges of the routable road graph (pgRouting column names: id, source, target, cost, reverse_cost).
+road_edges = sa.Table(
+    "road_edges",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("layer_id", sa.BigInteger, sa.ForeignKey("reference_layers.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("source", sa.BigInteger, nullable=False),
+    sa.Column("target", sa.BigInteger, nullable=False),
+    sa.Column("length_m", sa.Float, nullable=False),
+    sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("reverse_cost", sa.Float, nullable=False),
+    sa.Column("road_class", sa.Text, nullable=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("country", sa.CHAR(3), nullable=True),
+    sa.Column("geom", Geometry("LINESTRING", srid=4326, spatial_index=False), nullable=False),
+)
+sa.Index("road_edges_geom_idx", road_edges.c.geom, postgresql_using="gist")
+sa.Index("road_edges_layer_idx", road_edges.c.layer_id)
+sa.Index("road_edges_source_idx", road_edges.c.source)
+sa.Index("road_edges_target_idx", road_edges.c.target)
+
+border_segments = sa.Table(
+    "border_segments",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("layer_id", sa.BigInteger, sa.ForeignKey("reference_layers.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("country_a", sa.CHAR(3), nullable=True),
+    sa.Column("country_b", sa.CHAR(3), nullable=True),
+    sa.Column("geom", Geometry("LINESTRING", srid=4326, spatial_index=False), nullable=False),
+)
+sa.Index("border_segments_geom_idx", border_segments.c.geom, postgresql_using="gist")
+sa.Index("border_segments_layer_idx", border_segments.c.layer_id)
+
+crossings = sa.Table(
+    "crossings",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("layer_id", sa.BigInteger, sa.ForeignKey("reference_layers.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("official", sa.Boolean, nullable=False),
+    sa.Column("country_a", sa.CHAR(3), nullable=True),
+    sa.Column("country_b", sa.CHAR(3), nullable=True),
+    sa.Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+)
+sa.Index("crossings_geom_idx", crossings.c.geom, postgresql_using="gist")
+sa.Index("crossings_layer_idx", crossings.c.layer_id)
+
+#: Where each event sits on the network; ``layers`` records the layer versions used.
+event_snaps = sa.Table(
+    "event_snaps",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, sa.ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("edge_id", sa.BigInteger, nullable=True),
+    sa.Column("fraction", sa.Float, nullable=True),
+    sa.Column("snapped", Geometry("POINT", srid=4326, spatial_index=False), nullable=True),
+    sa.Column("distance_m", sa.Float, nullable=True),
+    sa.Column("off_network", sa.Boolean, nullable=False),
+    sa.Column("border_segment_id", sa.BigInteger, nullable=True),
+    sa.Column("border_countries", sa.Text, nullable=True),
+    sa.Column("border_distance_m", sa.Float, nullable=True),
+    sa.Column("crossing_id", sa.BigInteger, nullable=True),
+    sa.Column("crossing_distance_m", sa.Float, nullable=True),
+    sa.Column("layers", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("snapped_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+sa.Index("event_snaps_edge_idx", event_snaps.c.edge_id)
+
 # --- analysis runs and routes (issue 4) -----------------------------------------------------
 
 # --- service: keys, sharing agreements, audit (issue 6) -------------------------------------
