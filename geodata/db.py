@@ -133,6 +133,9 @@ class Scope:
 
 SYSTEM = Scope()
 
+#: The database role requests run as (created by migration 0003); it owns no table.
+APP_ROLE = "rutas_app"
+
 
 @contextmanager
 def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
@@ -157,4 +160,8 @@ def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
                 "user": scope.user,
             },
         )
+        if scope.role != SYSTEM.role:
+            # A caller's request runs as the app role, which owns no table: the row-level
+            # security policies of migration 0003 always apply to it (SET LOCAL ROLE).
+            conn.execute(sa.text(f"SET LOCAL ROLE {APP_ROLE}"))
         yield conn

@@ -178,3 +178,52 @@ sa.Index("event_snaps_edge_idx", event_snaps.c.edge_id)
 # --- analysis runs and routes (issue 4) -----------------------------------------------------
 
 # --- service: keys, sharing agreements, audit (issue 6) -------------------------------------
+
+API_ROLES = ("admin", "steward", "prosecutor", "border_authority", "analyst")
+SHARING_LEVELS = ("aggregate", "detail")
+
+#: API keys, stored as SHA-256 of their secret part; ``key_id`` is the public prefix.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("key_id", sa.Text, nullable=False, unique=True),
+    sa.Column("key_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("country", sa.CHAR(3), nullable=True),
+    sa.Column("label", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint(f"role IN {API_ROLES}", name="api_keys_role"),
+    sa.CheckConstraint("role IN ('admin', 'analyst') OR country IS NOT NULL", name="api_keys_country"),
+)
+
+#: What ``partner_country`` may see of ``owner_country``'s records.
+sharing_agreements = sa.Table(
+    "sharing_agreements",
+    metadata,
+    sa.Column("owner_country", sa.CHAR(3), primary_key=True),
+    sa.Column("partner_country", sa.CHAR(3), primary_key=True),
+    sa.Column("level", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(f"level IN {SHARING_LEVELS}", name="sharing_agreements_level"),
+    sa.CheckConstraint("owner_country <> partner_country", name="sharing_agreements_distinct"),
+)
+
+#: Append-only, hash-chained record of every read of record-level data.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.clock_timestamp()),
+    sa.Column("who", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("country", sa.CHAR(3), nullable=True),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("collection", sa.Text, nullable=False),
+    sa.Column("filter", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("records", sa.Integer, nullable=False),
+    sa.Column("prev_hash", sa.Text, nullable=False, server_default=""),
+    sa.Column("hash", sa.Text, nullable=False, server_default=""),
+)
+sa.Index("events_owner_idx", events.c.owner_country, events.c.id)

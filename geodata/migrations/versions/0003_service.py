@@ -1,0 +1,292 @@
+"""Service: API keys, sharing agreements, hash-chained audit log, the app role and row-level security.
+
+Revision ID: 0003
+Revises: 0002
+
+The API connects as the database user Rutas is configured with and, for every request,
+switches to the role ``rutas_app`` (``SET LOCAL ROLE``), which owns no table, so the
+row-level-security policies below always apply to it. The caller's role, country and partner
+countries are read from ``current_setting('rutas.role' | 'rutas.country' | 'rutas.partners')``,
+set per transaction by ``geodata.db.scoped``.
+
+Roles are cluster-wide while every test run has its own database, so they are created
+idempotently and never dropped by the downgrade.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql as pg
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+APP_ROLE = "rutas_app"
+#: Owner of the SECURITY DEFINER aggregate function: policies let it count every record.
+AGGREGATOR_ROLE = "rutas_aggregator"
+
+ROLES_SQL = f"""
+DO $$
+BEGIN
+    BEGIN
+        CREATE ROLE {APP_ROLE} NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+    BEGIN
+        CREATE ROLE {AGGREGATOR_ROLE} NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+    -- The connecting user switches to these roles (SET ROLE) and hands functions to them.
+    EXECUTE format('GRANT {APP_ROLE}, {AGGREGATOR_ROLE} TO %I', current_user);
+END
+$$;
+"""
+
+# Detail visibility of one record: the whole rule, in one place, read by every policy.
+# admin and system see everything; steward and prosecutor see their own country; a prosecutor
+# also sees partners' records in detail when the owner granted 'detail', except victim
+# identifications, which are never shown in detail outside the owning country. The aggregator
+# role (only used inside rutas_event_cells, which returns k-suppressed counts) counts all.
+DETAIL_FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION rutas_sees_detail(owner char(3), record_kind text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN current_user = '{AGGREGATOR_ROLE}' THEN true
+        WHEN coalesce(current_setting('rutas.role', true), '') IN ('admin', 'system') THEN true
+        WHEN coalesce(current_setting('rutas.role', true), '') IN ('steward', 'prosecutor')
+             AND owner = nullif(current_setting('rutas.country', true), '') THEN true
+        WHEN coalesce(current_setting('rutas.role', true), '') = 'prosecutor'
+             AND record_kind <> 'victim_identification'
+             AND (owner || ':detail') = ANY (
+                 string_to_array(coalesce(current_setting('rutas.partners', true), ''), ',')) THEN true
+        ELSE false
+    END
+$$;
+"""
+
+# Countries whose records feed the caller's aggregated layers: region-wide for admin, system,
+# analyst and border_authority; own country plus partners (any level) for the others.
+AGGREGATE_FUNCTION_SQL = """
+CREATE OR REPLACE FUNCTION rutas_sees_aggregate(owner char(3)) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN coalesce(current_setting('rutas.role', true), '')
+             IN ('admin', 'system', 'analyst', 'border_authority') THEN true
+        WHEN owner = nullif(current_setting('rutas.country', true), '') THEN true
+        WHEN (owner || ':aggregate') = ANY (
+                 string_to_array(coalesce(current_setting('rutas.partners', true), ''), ','))
+          OR (owner || ':detail') = ANY (
+                 string_to_array(coalesce(current_setting('rutas.partners', true), ''), ','))
+             THEN true
+        ELSE false
+    END
+$$;
+"""
+
+# Event counts per square cell of ``cell_m`` metres (EPSG:3857), per kind, for the countries the
+# caller may see aggregated, with cells of fewer than ``k`` records suppressed. It runs as the
+# aggregator role (SECURITY DEFINER) so it can count records the caller cannot see in detail,
+# and returns only the counts.
+CELLS_FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION rutas_event_cells(
+    cell_m double precision, area geometry, since timestamptz, until timestamptz, k integer)
+RETURNS TABLE (cell geometry, kind text, n bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT ST_Transform(ST_MakeEnvelope(gx * cell_m, gy * cell_m, (gx + 1) * cell_m,
+                                        (gy + 1) * cell_m, 3857), 4326) AS cell,
+           e_kind AS kind, count(*) AS n
+    FROM (
+        SELECT floor(ST_X(ST_Transform(e.geom, 3857)) / cell_m)::bigint AS gx,
+               floor(ST_Y(ST_Transform(e.geom, 3857)) / cell_m)::bigint AS gy,
+               e.kind AS e_kind
+        FROM events e
+        WHERE rutas_sees_aggregate(e.owner_country)
+          AND (area IS NULL OR e.geom && area)
+          AND (since IS NULL OR e.occurred_at >= since)
+          AND (until IS NULL OR e.occurred_at < until)
+          AND abs(ST_Y(e.geom)) < 85.05
+    ) AS cells
+    GROUP BY gx, gy, e_kind
+    HAVING count(*) >= greatest(k, 1)
+$$;
+ALTER FUNCTION rutas_event_cells(double precision, geometry, timestamptz, timestamptz, integer)
+    OWNER TO {AGGREGATOR_ROLE};
+"""
+
+AUDIT_SQL = f"""
+CREATE OR REPLACE FUNCTION rutas_audit_canonical(a audit_log) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT concat_ws('|', a.prev_hash, a.id::text,
+                     to_char(a.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                     a.who, a.role, coalesce(a.country, ''), a.action, a.collection,
+                     a.filter::text, a.records::text)
+$$;
+
+-- Chains each new row to the previous one. SECURITY DEFINER: the app role may only insert,
+-- yet the trigger must read the last hash. The advisory lock serialises writers until commit.
+CREATE OR REPLACE FUNCTION rutas_audit_chain() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('rutas_audit_log'));
+    NEW.at := clock_timestamp();
+    NEW.prev_hash := coalesce(
+        (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1), repeat('0', 64));
+    NEW.hash := encode(sha256(convert_to(rutas_audit_canonical(NEW), 'UTF8')), 'hex');
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION rutas_audit_refuse() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+CREATE TRIGGER audit_log_chain BEFORE INSERT ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION rutas_audit_chain();
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION rutas_audit_refuse();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_audit_refuse();
+REVOKE ALL ON audit_log FROM PUBLIC;
+GRANT INSERT ON audit_log TO {APP_ROLE};
+"""
+
+#: Tables the app role reads (reference layers carry no personal data).
+READ_TABLES = (
+    "events", "ingest_batches", "event_snaps", "reference_layers", "road_nodes", "road_edges",
+    "border_segments", "crossings", "sharing_agreements", "spatial_ref_sys",
+)
+
+
+def upgrade() -> None:
+    op.execute(ROLES_SQL)
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("key_id", sa.Text, nullable=False, unique=True),
+        sa.Column("key_hash", sa.Text, nullable=False),
+        sa.Column("role", sa.Text, nullable=False),
+        sa.Column("country", sa.CHAR(3), nullable=True),
+        sa.Column("label", sa.Text, nullable=False, server_default=""),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+                  server_default=sa.func.now()),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "role IN ('admin', 'steward', 'prosecutor', 'border_authority', 'analyst')",
+            name="api_keys_role",
+        ),
+        sa.CheckConstraint(
+            "role IN ('admin', 'analyst') OR country IS NOT NULL", name="api_keys_country"
+        ),
+    )
+    op.create_table(
+        "sharing_agreements",
+        sa.Column("owner_country", sa.CHAR(3), primary_key=True),
+        sa.Column("partner_country", sa.CHAR(3), primary_key=True),
+        sa.Column("level", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+                  server_default=sa.func.now()),
+        sa.CheckConstraint("level IN ('aggregate', 'detail')", name="sharing_agreements_level"),
+        sa.CheckConstraint("owner_country <> partner_country", name="sharing_agreements_distinct"),
+    )
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False,
+                  server_default=sa.func.clock_timestamp()),
+        sa.Column("who", sa.Text, nullable=False),
+        sa.Column("role", sa.Text, nullable=False),
+        sa.Column("country", sa.CHAR(3), nullable=True),
+        sa.Column("action", sa.Text, nullable=False),
+        sa.Column("collection", sa.Text, nullable=False),
+        sa.Column("filter", pg.JSONB, nullable=False, server_default="{}"),
+        sa.Column("records", sa.Integer, nullable=False),
+        sa.Column("prev_hash", sa.Text, nullable=False, server_default=""),
+        sa.Column("hash", sa.Text, nullable=False, server_default=""),
+    )
+    op.execute(AUDIT_SQL)
+    op.create_index("events_owner_idx", "events", ["owner_country", "id"])
+
+    # text() with escaped colons: ':detail' is a literal, not a bind parameter.
+    op.execute(sa.text(DETAIL_FUNCTION_SQL.replace(":", "\\:")))
+    op.execute(sa.text(AGGREGATE_FUNCTION_SQL.replace(":", "\\:")))
+    for table in ("events", "ingest_batches", "event_snaps"):
+        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+    # Only SELECT policies: the app role cannot write records through any path.
+    op.execute(
+        "CREATE POLICY events_detail ON events FOR SELECT "
+        "USING (rutas_sees_detail(owner_country, kind))"
+    )
+    # Writes by the trusted loader (role 'system', or the table owner outside any scope).
+    op.execute(
+        "CREATE POLICY events_system_write ON events FOR ALL TO PUBLIC "
+        f"USING (current_user <> '{APP_ROLE}' AND current_user <> '{AGGREGATOR_ROLE}') "
+        f"WITH CHECK (current_user <> '{APP_ROLE}' AND current_user <> '{AGGREGATOR_ROLE}')"
+    )
+    op.execute(
+        "CREATE POLICY ingest_batches_scope ON ingest_batches FOR SELECT "
+        "USING (coalesce(current_setting('rutas.role', true), '') IN ('admin', 'system') "
+        "OR owner_country = nullif(current_setting('rutas.country', true), ''))"
+    )
+    op.execute(
+        "CREATE POLICY ingest_batches_system_write ON ingest_batches FOR ALL TO PUBLIC "
+        f"USING (current_user <> '{APP_ROLE}') WITH CHECK (current_user <> '{APP_ROLE}')"
+    )
+    # A snap reveals where its event is: visible exactly when the event is (events' RLS applies).
+    op.execute(
+        "CREATE POLICY event_snaps_scope ON event_snaps FOR SELECT "
+        "USING (EXISTS (SELECT 1 FROM events e WHERE e.id = event_snaps.event_id))"
+    )
+    op.execute(
+        "CREATE POLICY event_snaps_system_write ON event_snaps FOR ALL TO PUBLIC "
+        f"USING (current_user <> '{APP_ROLE}') WITH CHECK (current_user <> '{APP_ROLE}')"
+    )
+
+    op.execute(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}, {AGGREGATOR_ROLE}")
+    op.execute(f"GRANT SELECT ON {', '.join(READ_TABLES)} TO {APP_ROLE}")
+    op.execute(f"GRANT SELECT ON events TO {AGGREGATOR_ROLE}")
+    op.execute(CELLS_FUNCTION_SQL)
+    op.execute(
+        "REVOKE ALL ON FUNCTION rutas_event_cells(double precision, geometry, timestamptz, "
+        "timestamptz, integer) FROM PUBLIC"
+    )
+    op.execute(
+        "GRANT EXECUTE ON FUNCTION rutas_event_cells(double precision, geometry, timestamptz, "
+        f"timestamptz, integer) TO {APP_ROLE}"
+    )
+    # Products of later stages (routes, runs) are aggregated: readable by the app role.
+    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {APP_ROLE}")
+
+
+def downgrade() -> None:
+    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM {APP_ROLE}")
+    op.execute(
+        "DROP FUNCTION IF EXISTS rutas_event_cells(double precision, geometry, timestamptz, "
+        "timestamptz, integer)"
+    )
+    for table, policies in (
+        ("events", ("events_detail", "events_system_write")),
+        ("ingest_batches", ("ingest_batches_scope", "ingest_batches_system_write")),
+        ("event_snaps", ("event_snaps_scope", "event_snaps_system_write")),
+    ):
+        for policy in policies:
+            op.execute(f"DROP POLICY IF EXISTS {policy} ON {table}")
+        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+        op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+    op.execute(f"REVOKE ALL ON {', '.join(READ_TABLES)} FROM {APP_ROLE}")
+    op.execute(f"REVOKE ALL ON events FROM {AGGREGATOR_ROLE}")
+    op.execute(f"REVOKE USAGE ON SCHEMA public FROM {APP_ROLE}, {AGGREGATOR_ROLE}")
+    op.drop_index("events_owner_idx", table_name="events")
+    op.execute("DROP FUNCTION IF EXISTS rutas_sees_aggregate(char)")
+    op.execute("DROP FUNCTION IF EXISTS rutas_sees_detail(char, text)")
+    op.execute("DROP FUNCTION IF EXISTS rutas_audit_canonical(audit_log)")
+    op.drop_table("audit_log")
+    op.execute("DROP FUNCTION IF EXISTS rutas_audit_chain()")
+    op.execute("DROP FUNCTION IF EXISTS rutas_audit_refuse()")
+    op.drop_table("sharing_agreements")
+    op.drop_table("api_keys")
