@@ -57,6 +57,11 @@ def db_url() -> None:
     out.print(db.database_url(get_settings()), highlight=False)
 
 
+from scripts import cli_network  # noqa: E402
+
+cli_network.register(app)
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()
