@@ -1,0 +1,195 @@
+"""Countries: polygons (Natural Earth 1:50m) and names in Spanish, Portuguese and English -> ISO3.
+
+The key of a country is Natural Earth's ``ADM0_A3`` (equal to ISO 3166-1 alpha-3 for every
+sovereign state of the region; France is ``FRA`` and Norway ``NOR`` where ``ISO_A3`` is -99).
+Polygons are in EPSG:4326 (longitude, latitude in degrees). Point-in-country tests are
+vectorised: one prepared polygon per country is tested against all points at once.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyogrio
+import shapely
+
+from geodata.errors import ConfigurationError
+from geodata.settings import Settings
+
+COUNTRIES_FILE = Path("natural_earth") / "ne_50m_admin_0_countries.geojson"
+
+#: Spanish and Portuguese names (and common variants in source systems) that Natural Earth's
+#: English names do not cover. Keys are compared after :func:`normalise_name`.
+_EXTRA_NAMES: dict[str, str] = {
+    # Spanish
+    "argentina": "ARG", "bolivia": "BOL", "brasil": "BRA", "chile": "CHL", "colombia": "COL",
+    "costa rica": "CRI", "cuba": "CUB", "ecuador": "ECU", "el salvador": "SLV", "espana": "ESP",
+    "estados unidos": "USA", "estados unidos de america": "USA", "eeuu": "USA", "ee uu": "USA",
+    "guatemala": "GTM", "guyana": "GUY", "guayana francesa": "FRA", "haiti": "HTI",
+    "honduras": "HND", "jamaica": "JAM", "mexico": "MEX", "nicaragua": "NIC", "panama": "PAN",
+    "paraguay": "PRY", "peru": "PER", "portugal": "PRT", "puerto rico": "PRI",
+    "republica dominicana": "DOM", "surinam": "SUR", "trinidad y tobago": "TTO",
+    "uruguay": "URY", "venezuela": "VEN", "belice": "BLZ", "bahamas": "BHS", "canada": "CAN",
+    "barbados": "BRB", "granada": "GRD", "dominica": "DMA", "santa lucia": "LCA",
+    "san vicente y las granadinas": "VCT", "san cristobal y nieves": "KNA",
+    "antigua y barbuda": "ATG", "islas turcas y caicos": "TCA", "islas caiman": "CYM",
+    "islas virgenes de los estados unidos": "VIR", "andorra": "AND", "francia": "FRA",
+    "italia": "ITA", "alemania": "DEU", "china": "CHN", "india": "IND", "marruecos": "MAR",
+    "senegal": "SEN", "camerun": "CMR", "ghana": "GHA", "nigeria": "NGA", "angola": "AGO",
+    "egipto": "EGY", "bangladesh": "BGD", "pakistan": "PAK", "afganistan": "AFG",
+    "nepal": "NPL", "ucrania": "UKR", "rusia": "RUS", "federacion de rusia": "RUS",
+    "reino unido": "GBR", "paises bajos": "NLD", "holanda": "NLD", "curazao": "CUW",
+    # Portuguese
+    "brazil": "BRA", "estados unidos da america": "USA", "mexico ": "MEX", "colombia ": "COL",
+    "peru ": "PER", "equador": "ECU", "paraguai": "PRY", "uruguai": "URY", "guiana": "GUY",
+    "guiana francesa": "FRA", "suriname": "SUR", "venezuela ": "VEN", "bolivia ": "BOL",
+    "republica dominicana ": "DOM", "haiti ": "HTI", "panama ": "PAN", "nicaragua ": "NIC",
+    "belize": "BLZ", "canada ": "CAN", "espanha": "ESP", "franca": "FRA", "alemanha": "DEU",
+    "angola ": "AGO", "mocambique": "MOZ", "cabo verde": "CPV", "guine bissau": "GNB",
+    "camaroes": "CMR", "marrocos": "MAR", "egito": "EGY", "russia": "RUS", "ucrania ": "UKR",
+    "paises baixos": "NLD", "reino unido ": "GBR", "china ": "CHN", "india ": "IND",
+    # English variants used by UN agencies (IOM exports)
+    "venezuela bolivarian republic of": "VEN", "bolivia plurinational state of": "BOL",
+    "united states of america": "USA", "united states": "USA", "usa": "USA", "us": "USA",
+    "united states virgin islands": "VIR", "us virgin islands": "VIR",
+    "russian federation": "RUS", "iran islamic republic of": "IRN",
+    "syrian arab republic": "SYR", "republic of korea": "KOR", "viet nam": "VNM",
+    "united republic of tanzania": "TZA", "democratic republic of the congo": "COD",
+    "congo": "COG", "cote d ivoire": "CIV", "turkiye": "TUR", "czechia": "CZE",
+    "republic of moldova": "MDA", "lao people s democratic republic": "LAO",
+    "state of palestine": "PSX", "netherlands": "NLD", "bahamas the": "BHS",
+}
+
+
+def normalise_name(text: str) -> str:
+    """Lower-case ``text``, drop accents and punctuation, squeeze spaces (for name matching)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+    return re.sub(r"[^a-z0-9]+", " ", plain).strip()
+
+
+@dataclass(frozen=True)
+class Countries:
+    """Country polygons (EPSG:4326) with their ``ADM0_A3`` codes and a name index.
+
+    Attributes
+    ----------
+    codes
+        ``ADM0_A3`` code of each polygon, in the order of ``geoms``.
+    geoms
+        Prepared (Multi)Polygons in EPSG:4326, longitude/latitude degrees.
+    names
+        Normalised name or code (es/pt/en, ISO2, ISO3) -> ``ADM0_A3``.
+    """
+
+    codes: npt.NDArray[np.object_]
+    geoms: npt.NDArray[np.object_]
+    names: dict[str, str]
+
+    def code_of_names(self, names: pd.Series) -> pd.Series:
+        """ISO3 code of each country name or code in ``names`` (``None`` when not recognised).
+
+        Names may be Spanish, Portuguese or English, with or without accents, or ISO
+        alpha-2 / alpha-3 codes. The work is done once per distinct name.
+        """
+        text = names.astype("object").where(names.notna(), "")
+        uniques = pd.unique(text.to_numpy())
+        lookup = {u: self.names.get(normalise_name(str(u))) for u in uniques}
+        codes = text.map(lookup).astype("object")
+        return codes.where(codes.notna(), None)
+
+    def locate(self, lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> npt.NDArray[np.object_]:
+        """ISO3 code of the country containing each point (``None`` at sea or outside all).
+
+        ``lon``/``lat`` are degrees in EPSG:4326; NaN gives ``None``.
+        """
+        result = np.full(len(lon), None, dtype=object)
+        valid = np.flatnonzero(np.isfinite(lon) & np.isfinite(lat))
+        if len(valid) == 0:
+            return result
+        # Sort once by longitude; each country then tests only the points inside its bounding
+        # box, against its prepared polygon (faster than an STRtree of points here).
+        order = valid[np.argsort(lon[valid], kind="stable")]
+        sorted_lon = lon[order]
+        bounds = shapely.bounds(self.geoms)
+        for i in range(len(self.geoms)):
+            lo = int(np.searchsorted(sorted_lon, bounds[i, 0], side="left"))
+            hi = int(np.searchsorted(sorted_lon, bounds[i, 2], side="right"))
+            rows = order[lo:hi]
+            rows = rows[(lat[rows] >= bounds[i, 1]) & (lat[rows] <= bounds[i, 3])]
+            if len(rows):
+                inside = shapely.contains_xy(self.geoms[i], lon[rows], lat[rows])
+                result[rows[inside]] = self.codes[i]
+        return result
+
+    def contains(
+        self,
+        codes: npt.NDArray[np.object_],
+        lon: npt.NDArray[np.float64],
+        lat: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.bool_]:
+        """Whether each point (degrees, EPSG:4326) lies inside the country named by ``codes``.
+
+        A point whose code is ``None`` or unknown, or whose coordinates are NaN, gives False.
+        The loop runs over distinct countries, never over rows.
+        """
+        result = np.zeros(len(lon), dtype=bool)
+        finite = np.isfinite(lon) & np.isfinite(lat)
+        position = {code: i for i, code in enumerate(self.codes)}
+        for code in pd.unique(codes[finite]):
+            if code is None or code not in position:
+                continue
+            rows = np.flatnonzero(finite & (codes == code))
+            result[rows] = shapely.contains_xy(self.geoms[position[code]], lon[rows], lat[rows])
+        return result
+
+
+def load_countries(settings: Settings) -> Countries:
+    """The countries of the data dir's Natural Earth file (read once per process).
+
+    Raises
+    ------
+    ConfigurationError
+        When the data dir or the Natural Earth file is missing.
+    """
+    if settings.data_dir is None:
+        raise ConfigurationError(
+            "The data dir is not set: set RUTAS_DATA_DIR to the shared data folder.",
+            "No se ha configurado la carpeta de datos: defina RUTAS_DATA_DIR.",
+            code="no_data_dir",
+        )
+    return _load(settings.data_dir / COUNTRIES_FILE)
+
+
+@lru_cache(maxsize=2)
+def _load(path: Path) -> Countries:
+    if not path.is_file():
+        raise ConfigurationError(
+            f"The country polygons {path} are missing; put Natural Earth's "
+            "ne_50m_admin_0_countries.geojson in the data dir.",
+            f"Faltan los polígonos de países {path} (Natural Earth ne_50m_admin_0_countries).",
+            code="no_countries",
+        )
+    frame = pyogrio.read_dataframe(
+        path, columns=["ADM0_A3", "ISO_A3", "ISO_A2", "NAME", "NAME_LONG", "ADMIN", "NAME_SORT",
+                       "NAME_ALT", "FORMAL_EN", "BRK_NAME", "SOVEREIGNT"]
+    )
+    codes = frame["ADM0_A3"].astype(str).to_numpy(dtype=object)
+    geoms = frame.geometry.to_numpy()
+    shapely.prepare(geoms)
+    names: dict[str, str] = {}
+    for column in ["NAME_SORT", "SOVEREIGNT", "FORMAL_EN", "NAME_ALT", "BRK_NAME", "ADMIN", "NAME_LONG",
+                   "NAME", "ISO_A2", "ISO_A3", "ADM0_A3"]:
+        for value, code in zip(frame[column].tolist(), codes, strict=True):
+            if isinstance(value, str) and value and value != "-99":
+                names[normalise_name(value)] = code
+    for name, code in _EXTRA_NAMES.items():
+        names[normalise_name(name)] = code
+    return Countries(codes=codes, geoms=geoms, names=names)

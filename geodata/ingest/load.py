@@ -1,0 +1,312 @@
+"""Loading a batch: one transaction, COPY into a staging table, then an idempotent insert.
+
+The batch row, its events and its report are written in a single transaction: if the
+process is killed or the connection drops, PostgreSQL rolls everything back and nothing of
+the batch remains. Rows are streamed chunk by chunk with ``COPY ... FROM STDIN`` (CSV) into
+a temporary table, then moved with ``INSERT ... ON CONFLICT DO NOTHING`` on the dedupe rule
+``(owner_country, source, dedupe_key)``: loading the same records again adds nothing and
+counts them as duplicates.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from geodata.countries import load_countries
+from geodata.db import Scope, scoped
+from geodata.errors import InputError, Problem, RutasError
+from geodata.ingest.columns import read_mapping, recognise
+from geodata.ingest.readers import Source, open_source, scan_file
+from geodata.ingest.validate import STAGE_COLUMNS, Checked, Context, check_chunk
+from geodata.settings import Settings
+from geodata.tables import EVENT_KINDS
+
+log = logging.getLogger(__name__)
+
+OnLoaded = Callable[[Connection, int], None]
+Progress = Callable[[int, int], None]
+
+_STAGE_DDL = """
+CREATE TEMP TABLE ingest_stage (
+    kind text, crime_type text, occurred_at timestamptz, occurred_text text, date_precision text,
+    owner_country char(3), location_country char(3), geom geometry(Point, 4326),
+    coord_precision_m double precision, coordinate_fix text, dead integer, missing integer,
+    survivors integer, victims integer, nationalities text[], attributes jsonb, source text,
+    source_record_id text, dedupe_key text, source_row integer
+) ON COMMIT DROP
+"""
+_COLUMN_LIST = ", ".join(STAGE_COLUMNS)
+_MOVE = sa.text(
+    f"INSERT INTO events ({_COLUMN_LIST}, batch_id) "
+    f"SELECT {_COLUMN_LIST}, :batch_id FROM ingest_stage ORDER BY source_row "
+    "ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING"
+)
+_CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+
+
+@dataclass
+class BatchReport:
+    """What happened to one file or feature collection.
+
+    ``errors`` lists every rejected value (file, row, field, value, reason in English and
+    Spanish); ``notes`` lists what was accepted but should be known (ambiguous dates read
+    day-first, repaired coordinates). ``rejected`` counts rows, not problems.
+    """
+
+    batch_id: int | None
+    file: str
+    rows_read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    errors: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+    fixed: int = 0
+    sha256: str = ""
+    seconds: float = 0.0
+    errors_total: int = 0
+
+    def as_record(self) -> dict[str, Any]:
+        """The JSON object ``rutas ingest --json`` prints for this batch."""
+        return {
+            "batch_id": self.batch_id,
+            "file": self.file,
+            "sha256": self.sha256,
+            "rows_read": self.rows_read,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "fixed": self.fixed,
+            "errors_total": self.errors_total,
+            "errors": [p.as_record() for p in self.errors],
+            "notes": [p.as_record() for p in self.notes],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _check_options(kind: str, owner_country: str | None) -> None:
+    if kind not in EVENT_KINDS:
+        raise InputError(
+            f"Unknown kind {kind!r}: use one of {', '.join(EVENT_KINDS)}.",
+            f"Tipo {kind!r} desconocido: use uno de {', '.join(EVENT_KINDS)}.",
+            code="bad_kind",
+        )
+    if owner_country is not None and (len(owner_country) != 3 or not owner_country.isalpha()
+                                      or not owner_country.isupper()):
+        raise InputError(
+            f"The country {owner_country!r} is not an ISO 3166-1 alpha-3 code such as MEX or COL.",
+            f"El país {owner_country!r} no es un código ISO 3166-1 alfa-3 como MEX o COL.",
+            code="bad_country",
+        )
+
+
+def ingest_file(
+    engine: Engine,
+    path: Path | str,
+    *,
+    settings: Settings,
+    kind: str,
+    owner_country: str | None,
+    source: str | None = None,
+    mapping: Path | str | None = None,
+    strict: bool = False,
+    fix_coordinates: bool = False,
+    loaded_by: str = "cli",
+    on_loaded: OnLoaded | None = None,
+    progress: Progress | None = None,
+    display_name: str | None = None,
+) -> BatchReport:
+    """Validate and load one file of records as one batch (all or nothing).
+
+    Parameters
+    ----------
+    engine
+        Engine of the store.
+    path
+        CSV, Excel (.xlsx), GeoJSON, GeoPackage, KML/KMZ or zipped Shapefile. Coordinates are
+        read as decimal degrees (EPSG:4326) or reprojected from the layer's CRS.
+    kind
+        ``incident``, ``interception`` or ``victim_identification``.
+    owner_country
+        ISO3 of the reporting office; ``None`` takes each row's location country.
+    source
+        Name of the source system; records are unique per (owner, source, record id or
+        content hash). Defaults to the kind, so re-uploading a corrected file of the same
+        office adds only what is new.
+    mapping
+        Optional JSON mapping file (see :mod:`geodata.ingest.columns`).
+    strict
+        Refuse the whole file when any row has a problem.
+    fix_coordinates
+        Repair points that are probably swapped or lost a minus sign, and record the repair.
+    on_loaded
+        Called as ``on_loaded(conn, batch_id)`` inside the transaction after the rows are stored.
+    progress
+        Called as ``progress(done, total)`` while reading (bytes or features).
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read at all, or in ``strict`` mode when any row is rejected
+        (``problems`` lists them); nothing is stored then.
+    """
+    file_path = Path(path)
+    _check_options(kind, owner_country)
+    if not file_path.is_file():
+        raise InputError(f"{file_path}: file not found.", f"{file_path}: no se encuentra el archivo.",
+                         code="not_found")
+    size = file_path.stat().st_size
+    if size > settings.ingest_max_file_bytes:
+        raise InputError(
+            f"{file_path.name}: the file is {size / 1e6:.0f} MB, above the limit of "
+            f"{settings.ingest_max_file_bytes / 1e6:.0f} MB. Split it into smaller files.",
+            f"{file_path.name}: el archivo pesa {size / 1e6:.0f} MB, más que el límite de "
+            f"{settings.ingest_max_file_bytes / 1e6:.0f} MB. Divídalo en archivos más pequeños.",
+            code="too_large",
+        )
+    sha256, encoding = scan_file(file_path)
+    mapping_spec = read_mapping(Path(mapping) if mapping is not None else None)
+    opened = open_source(file_path, encoding=encoding, chunk_rows=settings.ingest_chunk_rows,
+                         mapping=mapping_spec)
+    if display_name:
+        opened.name = display_name
+    columns = recognise(opened.headers, mapping_spec, file=opened.name, has_geometry=opened.has_geometry)
+    ctx = Context(
+        file=opened.name, kind=kind, owner_country=owner_country, source=source or kind, columns=columns,
+        countries=load_countries(settings), fix_coordinates=fix_coordinates,
+        earliest_year=settings.earliest_event_year,
+        max_km_outside_country=settings.ingest_max_km_outside_country,
+        border_tolerance_km=settings.ingest_border_tolerance_km,
+    )
+    return _load(engine, opened, ctx, sha256=sha256, strict=strict, loaded_by=loaded_by,
+                 on_loaded=on_loaded, progress=progress, max_problems=settings.ingest_max_reported_problems)
+
+
+def _copy_chunk(cursor: Any, checked: Checked) -> None:
+    table = pa.Table.from_pandas(checked.rows, preserve_index=False)
+    buffer = io.BytesIO()
+    pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
+    with cursor.copy(f"COPY ingest_stage ({_COLUMN_LIST}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(buffer.getbuffer())
+
+
+def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: bool, loaded_by: str,
+          on_loaded: OnLoaded | None, progress: Progress | None, max_problems: int) -> BatchReport:
+    started = time.perf_counter()
+    report = BatchReport(batch_id=None, file=opened.name, sha256=sha256)
+    ambiguous: list[int] = []
+    ambiguous_total = 0
+    try:
+        with scoped(engine, Scope(role="system", country=ctx.owner_country, user=loaded_by)) as conn:
+            conn.execute(sa.text("SELECT set_config('application_name', 'rutas ingest', true)"))
+            batch_id = conn.execute(
+                sa.text("INSERT INTO ingest_batches "
+                        "(file_name, sha256, kind, owner_country, source, loaded_by) "
+                        "VALUES (:file, :sha, :kind, :owner, :source, :by) RETURNING id"),
+                {"file": opened.name, "sha": sha256, "kind": ctx.kind, "owner": ctx.owner_country,
+                 "source": ctx.source, "by": loaded_by},
+            ).scalar_one()
+            report.batch_id = int(batch_id)
+            conn.execute(sa.text(_STAGE_DDL))
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            staged = 0
+            for chunk in _chunks(opened):
+                checked = check_chunk(chunk, ctx)
+                report.rows_read += len(chunk.frame)
+                report.rejected += checked.rejected
+                report.fixed += checked.fixed
+                report.errors_total += len(checked.problems)
+                room = max_problems - len(report.errors)
+                report.errors.extend(checked.problems[:max(room, 0)])
+                ambiguous_total += len(checked.ambiguous_rows)
+                ambiguous.extend(checked.ambiguous_rows[:max(20 - len(ambiguous), 0)])
+                if len(checked.rows):
+                    _copy_chunk(cursor, checked)
+                    staged += len(checked.rows)
+                if progress is not None:
+                    progress(opened.position(), opened.size_bytes)
+            if report.rows_read == 0:
+                raise InputError(
+                    f"{opened.name}: the file has a header but no data rows.",
+                    f"{opened.name}: el archivo tiene encabezado pero ninguna fila de datos.",
+                    code="no_rows",
+                )
+            if strict and report.rejected:
+                raise InputError(
+                    f"{opened.name}: {report.rejected} of {report.rows_read} rows have problems; with "
+                    "--strict nothing was loaded. Correct them, or load without --strict to keep the "
+                    "good rows.",
+                    f"{opened.name}: {report.rejected} de {report.rows_read} filas tienen problemas; con "
+                    "--strict no se cargó nada. Corríjalas, o cargue sin --strict para guardar las "
+                    "filas buenas.",
+                    code="strict_rejected",
+                    problems=report.errors,
+                )
+            report.accepted = int(conn.execute(_MOVE, {"batch_id": report.batch_id}).rowcount)
+            report.duplicates = staged - report.accepted
+            report.notes = _notes(opened.name, ctx, ambiguous, ambiguous_total, report)
+            report.seconds = time.perf_counter() - started
+            conn.execute(
+                sa.text("UPDATE ingest_batches SET rows_read = :read, accepted = :accepted, "
+                        "rejected = :rejected, duplicates = :dups, report = CAST(:report AS jsonb) "
+                        "WHERE id = :id"),
+                {"read": report.rows_read, "accepted": report.accepted, "rejected": report.rejected,
+                 "dups": report.duplicates, "report": json.dumps(report.as_record(), ensure_ascii=False),
+                 "id": report.batch_id},
+            )
+            if on_loaded is not None:
+                on_loaded(conn, report.batch_id)
+    except sa.exc.OperationalError as exc:
+        raise RutasError(
+            f"{opened.name}: the connection to the database was lost while loading; nothing of this "
+            "file was stored. Load it again.",
+            f"{opened.name}: se perdió la conexión con la base de datos durante la carga; no se guardó "
+            "nada de este archivo. Cárguelo de nuevo.",
+            code="db_lost",
+        ) from exc
+    log.info("batch %s: %s read, %s accepted, %s rejected, %s duplicates in %.1f s", report.batch_id,
+             report.rows_read, report.accepted, report.rejected, report.duplicates, report.seconds)
+    return report
+
+
+def _chunks(opened: Source) -> Iterator[Any]:
+    yield from opened.chunks
+
+
+def _notes(file: str, ctx: Context, ambiguous: list[int], total: int, report: BatchReport) -> list[Problem]:
+    notes: list[Problem] = []
+    if total:
+        first = "day-first" if ctx.columns.date_order == "dmy" else ctx.columns.date_order
+        notes.append(Problem(
+            file=file, row=ambiguous[0], field=ctx.columns.get("date") or "date",
+            value=f"{total} rows, e.g. rows {', '.join(map(str, ambiguous[:10]))}",
+            reason=f"{total} dates such as 03/04/2021 could be day/month or month/day; they were read "
+                   f"{first} (3 April 2021). If the file is month-first, load it with a mapping file "
+                   'that says "date_order": "mdy".',
+            reason_es=f"{total} fechas como 03/04/2021 podían ser día/mes o mes/día; se leyeron con el "
+                      "día primero (3 de abril de 2021). Si el archivo pone el mes primero, cárguelo con "
+                      'un archivo de correspondencias que diga "date_order": "mdy".',
+            code="ambiguous_date",
+        ))
+    if report.fixed:
+        notes.append(Problem(
+            file=file, row=None, field="coordinates", value=str(report.fixed),
+            reason=f"{report.fixed} points were repaired (swapped or lost minus sign); each repair is "
+                   "recorded in the event's coordinate_fix.",
+            reason_es=f"Se repararon {report.fixed} puntos (intercambiados o sin signo menos); cada "
+                      "reparación queda registrada en coordinate_fix del evento.",
+            code="coordinates_fixed",
+        ))
+    return notes
