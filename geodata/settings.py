@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     # alerts
     webhook_allowed_hosts: str = ""
 
+    # API service (issue 6)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    api_max_body_bytes: int = 1024**2
+    api_max_upload_bytes: int = 200 * 1024**2
+    api_max_limit: int = 10_000
+    api_default_limit: int = 100
+    api_max_cql2_nodes: int = 200
+    aggregate_cell_km: float = 25.0
+    api_rate_per_minute: int = 6_000
+    tiles_detail_min_zoom: int = 8
+
     @property
     def embedded(self) -> bool:
         """True when no external database is configured and the private cluster is used."""

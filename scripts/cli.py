@@ -61,6 +61,10 @@ from scripts import cli_network  # noqa: E402
 
 cli_network.register(app)
 
+from scripts import cli_api  # noqa: E402
+
+cli_api.register(app)
+
 from scripts import cli_ingest  # noqa: E402
 
 cli_ingest.register(app)

@@ -1,0 +1,160 @@
+"""Fixtures of the API tests: records of three countries, keys per role, an app and a live server.
+
+Records are inserted straight into the test run's PostGIS (as the loader would, outside any
+scope); everything a test reads goes through the API as a caller, under row-level security.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from api.app import create_app
+from api.auth import create_key, set_agreement
+from geodata.settings import Settings
+
+COUNTRIES = ("COL", "VEN", "PER")
+KINDS = ("incident", "interception", "victim_identification")
+#: What each partner sees of each owner: (owner, partner, level).
+AGREEMENTS = (("VEN", "COL", "detail"), ("PER", "COL", "aggregate"), ("COL", "PER", "detail"))
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One seeded event: id, owner, kind, place (EPSG:4326 degrees) and time."""
+
+    id: int
+    owner: str
+    kind: str
+    lon: float
+    lat: float
+    occurred_at: datetime
+    border_distance_m: float
+
+
+def insert_events(engine: Engine, rows: list[dict[str, object]]) -> list[int]:
+    """Insert events (keys: owner, kind, lon, lat, occurred_at, optional border_*) and their snaps."""
+    with engine.begin() as conn:
+        batch = conn.execute(sa.text(
+            "INSERT INTO ingest_batches (file_name, sha256, kind, owner_country, source, loaded_by) "
+            "VALUES ('tests.csv', 'x', 'incident', NULL, 'tests', 'tests') RETURNING id")).scalar_one()
+        ids: list[int] = []
+        for i, row in enumerate(rows):
+            event_id = conn.execute(sa.text(
+                "INSERT INTO events (kind, crime_type, occurred_at, occurred_text, date_precision, "
+                "owner_country, location_country, geom, source, dedupe_key, batch_id, source_row, "
+                "attributes, dead) VALUES (:kind, 'smuggling', :at, 'x', 'day', :owner, :owner, "
+                "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), 'tests', :key, :batch, :row, "
+                "CAST('{\"victim_name\": \"SECRET\"}' AS jsonb), 1) RETURNING id"),
+                {"kind": row["kind"], "at": row["occurred_at"], "owner": row["owner"], "lon": row["lon"],
+                 "lat": row["lat"], "key": f"{batch}-{i}", "batch": batch, "row": i + 1}).scalar_one()
+            ids.append(int(event_id))
+            if "border_distance_m" in row:
+                conn.execute(sa.text(
+                    "INSERT INTO event_snaps (event_id, off_network, border_countries, border_distance_m) "
+                    "VALUES (:id, false, :countries, :d)"),
+                    {"id": event_id, "countries": row.get("border_countries", "COL-VEN"),
+                     "d": row["border_distance_m"]})
+    return ids
+
+
+def reset_events(engine: Engine) -> None:
+    """Empty the record tables and the sharing agreements."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE events, ingest_batches, sharing_agreements RESTART IDENTITY CASCADE"))
+
+
+def seed_world(engine: Engine) -> list[Record]:
+    """Two records of each kind per country, near the Colombia-Venezuela border, plus agreements."""
+    reset_events(engine)
+    rows: list[dict[str, object]] = []
+    for c, country in enumerate(COUNTRIES):
+        for k, kind in enumerate(KINDS):
+            for j in range(2):
+                rows.append({"owner": country, "kind": kind, "lon": -72.40 + 0.05 * c + 0.01 * k,
+                             "lat": 7.60 + 0.03 * j + 0.01 * k,
+                             "occurred_at": NOW - timedelta(days=10 + 40 * j + k),
+                             "border_distance_m": 5_000.0 + 20_000.0 * j})
+    ids = insert_events(engine, rows)
+    for owner, partner, level in AGREEMENTS:
+        set_agreement(engine, owner, partner, level)
+    return [Record(i, str(r["owner"]), str(r["kind"]), float(r["lon"]), float(r["lat"]),  # type: ignore[arg-type]
+                   r["occurred_at"], float(r["border_distance_m"]))  # type: ignore[arg-type]
+            for i, r in zip(ids, rows, strict=True)]
+
+
+def expected_detail(role: str, country: str | None, record: Record) -> bool:
+    """The visibility rule, written independently of the SQL policy: may this caller see it in detail?"""
+    if role == "admin":
+        return True
+    if role == "steward":
+        return record.owner == country
+    if role == "prosecutor":
+        if record.owner == country:
+            return True
+        shared = {(o, p): level for o, p, level in AGREEMENTS}
+        return shared.get((record.owner, country or "")) == "detail" and record.kind != "victim_identification"
+    return False
+
+
+@pytest.fixture(scope="module")
+def world(engine: Engine) -> list[Record]:
+    """The seeded records of this test module."""
+    return seed_world(engine)
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """An in-process client of the app (lifespan run)."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def keys(engine: Engine, world: list[Record]) -> dict[tuple[str, str | None], str]:
+    """One API key per (role, country) the tests use (created after the agreements)."""
+    pairs = [("admin", None), ("steward", "COL"), ("prosecutor", "COL"), ("prosecutor", "VEN"),
+             ("prosecutor", "PER"), ("border_authority", "COL"), ("analyst", None)]
+    return {(role, country): create_key(engine, role, country, "tests") for role, country in pairs}
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header for ``key``."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live_server(settings: Settings) -> Iterator[str]:
+    """A real uvicorn server on a free local port, for clients such as GDAL; yields its base URL."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("The API server did not start within 20 s.")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,138 @@
+"""Roles x countries x sharing agreements x endpoints: no record crosses a boundary it should not.
+
+The expected visibility comes from ``expected_detail`` (the rule written out in Python); the
+API's answers come through row-level security in PostGIS. The last tests drop or loosen the
+policy inside the test and show the matrix then fails.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mapbox_vector_tile
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from api.collections import EVENTS
+from geodata.db import APP_ROLE, Scope, scoped
+from tests.api.conftest import Record, bearer, expected_detail
+
+PRINCIPALS = [("admin", None), ("steward", "COL"), ("prosecutor", "COL"), ("prosecutor", "VEN"),
+              ("prosecutor", "PER"), ("border_authority", "COL"), ("analyst", None)]
+
+
+def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    n = 2**z
+    x = int((lon + 180.0) / 360.0 * n)
+    y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
+    return x, y
+
+
+def _all_items(client: TestClient, key: str, params: dict[str, str]) -> list[dict[str, object]]:
+    features: list[dict[str, object]] = []
+    response = client.get("/collections/events/items", params={**params, "limit": "4"}, headers=bearer(key))
+    while True:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        features.extend(body["features"])
+        nxt = [link["href"] for link in body["links"] if link["rel"] == "next"]
+        if not nxt:
+            return features
+        response = client.get(nxt[0], headers=bearer(key))
+
+
+def check_matrix(client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record]) -> None:
+    """Every principal, every endpoint: exactly the records the rule allows, and no extra field."""
+    by_id = {r.id: r for r in world}
+    for role, country in PRINCIPALS:
+        key = keys[(role, country)]
+        expected = {r.id for r in world if expected_detail(role, country, r)}
+        who = f"{role}/{country}"
+        if role in ("analyst", "border_authority"):
+            assert client.get("/collections/events/items", headers=bearer(key)).status_code == 403, who
+            assert client.get(f"/collections/events/items/{world[0].id}", headers=bearer(key)).status_code == 403
+            listed = {c["id"] for c in client.get("/collections", headers=bearer(key)).json()["collections"]}
+            assert "events" not in listed and "event-cells" in listed, who
+            continue
+        # items, every page
+        features = _all_items(client, key, {})
+        assert {f["id"] for f in features} == expected, who
+        for f in features:
+            props = f["properties"]
+            assert isinstance(props, dict)
+            allowed = set(EVENTS.properties_for(role))
+            assert set(props) <= allowed, f"{who}: unexpected fields {set(props) - allowed}"
+            assert "SECRET" not in str(f), who
+        # items with CQL2 text and JSON filters
+        victims = _all_items(client, key, {"filter": "kind = 'victim_identification'"})
+        assert {f["id"] for f in victims} == {i for i in expected if by_id[i].kind == "victim_identification"}
+        everywhere = _all_items(client, key, {
+            "filter": '{"op": "in", "args": [{"property": "owner_country"}, ["COL", "VEN", "PER"]]}',
+            "filter-lang": "cql2-json"})
+        assert {f["id"] for f in everywhere} == expected, who
+        # item by id
+        for record in world:
+            status = client.get(f"/collections/events/items/{record.id}", headers=bearer(key)).status_code
+            assert status == (200 if record.id in expected else 404), f"{who} item {record.id}: {status}"
+        # detailed tile (zoom 9) holding every record
+        x, y = _tile_of(world[0].lon, world[0].lat, 9)
+        tile = client.get(f"/collections/events/tiles/WebMercatorQuad/9/{x}/{y}", headers=bearer(key))
+        assert tile.status_code == 200, tile.text
+        layers = mapbox_vector_tile.decode(tile.content)
+        tile_ids = {f["id"] for f in layers.get("events", {"features": []})["features"]}
+        in_tile = {r.id for r in world if _tile_of(r.lon, r.lat, 9) == (x, y)}
+        assert tile_ids == expected & in_tile, who
+
+
+def test_matrix_of_roles_countries_agreements_endpoints(
+        client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record]) -> None:
+    check_matrix(client, keys, world)
+
+
+def test_low_zoom_tiles_carry_only_suppressed_counts(
+        client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record]) -> None:
+    x, y = _tile_of(world[0].lon, world[0].lat, 3)
+    for principal in PRINCIPALS:
+        tile = client.get(f"/collections/events/tiles/WebMercatorQuad/3/{x}/{y}", headers=bearer(keys[principal]))
+        assert tile.status_code == 200
+        for layer in mapbox_vector_tile.decode(tile.content).values():
+            for feature in layer["features"]:
+                assert feature["properties"]["count"] >= 11  # six records per kind: all suppressed
+                assert feature["geometry"]["type"] == "Polygon"
+
+
+def test_requests_run_as_the_app_role_which_owns_nothing(engine: Engine) -> None:
+    with scoped(engine, Scope(role="prosecutor", country="COL")) as conn:
+        assert conn.execute(sa.text("SELECT current_user")).scalar_one() == APP_ROLE
+    with engine.begin() as conn:
+        owned = conn.execute(sa.text(
+            "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = :r"),
+            {"r": APP_ROLE}).scalar_one()
+        forced = conn.execute(sa.text(
+            "SELECT relname FROM pg_class WHERE relforcerowsecurity AND relrowsecurity ORDER BY 1")).scalars().all()
+    assert owned == 0
+    assert {"events", "event_snaps", "ingest_batches"} <= set(forced)
+
+
+RESTORE = "CREATE POLICY events_detail ON events FOR SELECT USING (rutas_sees_detail(owner_country, kind))"
+
+
+@pytest.mark.parametrize("replacement", [None, "CREATE POLICY events_open ON events FOR SELECT USING (true)"],
+                         ids=["policy dropped", "policy loosened"])
+def test_matrix_fails_when_the_policy_is_dropped(
+        client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], engine: Engine,
+        replacement: str | None) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP POLICY events_detail ON events"))
+        if replacement:
+            conn.execute(sa.text(replacement))
+    try:
+        with pytest.raises(AssertionError):
+            check_matrix(client, keys, world)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP POLICY IF EXISTS events_open ON events"))
+            conn.execute(sa.text(RESTORE))
+    check_matrix(client, keys, world)
