@@ -230,7 +230,7 @@ def node_lines(
     attrs = lines.iloc[first].reset_index(drop=True)
 
     metric, report.endpoints_snapped = _snap_endpoints(metric, tolerance_m)
-    grid = max(min(tolerance_m / 10.0, 1.0), 0.001)
+    grid = 0.01  # metres: fixed-precision noding is robust, and moves vertices by < 1 cm
     noded = shapely.get_parts(shapely.union_all(metric, grid_size=grid))
     noded = noded[shapely.length(noded) > 0]
 
@@ -340,6 +340,7 @@ def read_osm(path: Path, *, report: NodingReport | None = None) -> gpd.GeoDataFr
                 graph = ox.graph_from_xml(xml, simplify=True, retain_all=True)
         else:
             graph = ox.graph_from_xml(path, simplify=True, retain_all=True)
+        nodes, raw = ox.convert.graph_to_gdfs(ox.convert.to_undirected(graph))
     except Exception as exc:  # osmnx raises ValueError/KeyError/ParseError on bad files
         raise InputError(
             f"{path.name}: no road network could be built from this OpenStreetMap file "
@@ -348,8 +349,6 @@ def read_osm(path: Path, *, report: NodingReport | None = None) -> gpd.GeoDataFr
             "(no tiene vías 'highway' o no es OSM XML/PBF).",
             code="no_roads",
         ) from exc
-    undirected = ox.convert.to_undirected(graph)
-    nodes, raw = ox.convert.graph_to_gdfs(undirected)
     report.lines_read = len(raw)
     raw = raw.reset_index()
 

@@ -317,7 +317,9 @@ def _snap_cell(
         cand = _candidates(lon, lat, limit, tree)
         if not len(cand):
             return found, where, s_lon, s_lat, dist
-        local = _project(geoms[cand], forward)
+        # densify to 0.01 degree first: a long straight segment in lon/lat is not straight in the cell's
+        # projection, and the nearest point must lie on the line as stored (EPSG:4326)
+        local = _project(shapely.segmentize(geoms[cand], 0.01), forward)
         idx, _ = nearest_lines(x, y, local, limit)
         hit = np.flatnonzero(idx >= 0)
         geom = local[idx[hit]]
