@@ -187,7 +187,7 @@ def recognise(headers: list[str], mapping: Mapping, *, file: str, has_geometry: 
             found = by_name.get(name)
             if found is not None and found not in taken:
                 roles[role] = found
-                taken.add(header)
+                taken.add(found)
                 break
     placed = has_geometry or "coords" in roles or ("lat" in roles and "lon" in roles)
     dated = "date" in roles or "year" in roles

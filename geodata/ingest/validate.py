@@ -217,12 +217,12 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
     has_name = pd.notna(named)
     fallback = ctx.owner_country if ctx.columns.get("country") is None else None
     expected = named.copy()
-    # Without a country column, the owner's country is expected only for points that fall in no
-    # country (at sea, out of range, or Antarctica): a record abroad is legitimate.
-    orphan = ~has_name & (fallback is not None) & ((located == None) | (located == "ATA"))  # noqa: E711
-    orphan &= finite
-    if fallback is not None:
-        expected[orphan] = fallback
+    # Without a country column the owner's country is expected, but a record abroad is
+    # legitimate: such a point is suspect only when it lies in no country (at sea, out of range,
+    # Antarctica) or very far from the owner's country, as a lost minus sign puts it.
+    by_owner = ~has_name & finite & (fallback is not None)
+    expected[by_owner] = fallback
+    nowhere = (located == None) | (located == "ATA")  # noqa: E711
     check = finite & pd.notna(expected)
     inside = np.zeros(n, dtype=bool)
     inside[check] = countries.contains(expected[check], lon[check], lat[check])
@@ -233,8 +233,10 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
         km[near] = _distance_km(countries, expected[near], lon[near], lat[near])
     # A point just across a border (or off the coast) is a real place, not a typing error:
     # only points farther than the tolerance are tested for swapped or sign-lost coordinates.
-    suspect = outside[km[outside] > ctx.border_tolerance_km]
+    tolerance = np.where(by_owner & ~nowhere, ctx.max_km_outside_country, ctx.border_tolerance_km)
+    suspect = outside[km[outside] > tolerance[outside]]
     fixed = 0
+    explained = np.zeros(n, dtype=bool)
     if len(suspect):
         left = suspect
         for label_es, label_en, change in _CANDIDATES:
@@ -261,6 +263,7 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
                 else:
                     mask = np.zeros(n, dtype=bool)
                     mask[hit] = True
+                    explained[hit] = True
                     bad.add(mask, "coordinates", shown,
                             f"The point is outside the record's country but falls inside it with {label_en}: "
                             "probably an error. Correct the file, or load it with --fix-coordinates to "
@@ -278,7 +281,7 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
                     "names: the coordinates or the country are wrong. Correct one of them.",
                     f"El punto está a más de {ctx.max_km_outside_country:g} km fuera del país que indica la "
                     "fila: las coordenadas o el país están mal. Corrija uno de los dos.", "outside_country")
-    out = finite & ~in_range
+    out = finite & ~in_range & ~explained
     bad.add(out, "coordinates", shown,
             "Latitude must be between -90 and 90 and longitude between -180 and 180 (decimal degrees).",
             "La latitud debe estar entre -90 y 90 y la longitud entre -180 y 180 (grados decimales).",
