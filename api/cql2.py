@@ -129,6 +129,9 @@ class _Translator:
         self.params: dict[str, Any] = {}
 
     def bind(self, value: Any) -> str:
+        if isinstance(value, str) and "\x00" in value:
+            raise _bad("text values cannot contain the NUL character.",
+                       "los textos no pueden contener el carácter NUL.")
         name = f"cql_{len(self.params)}"
         self.params[name] = value
         return f":{name}"

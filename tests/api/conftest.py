@@ -46,26 +46,46 @@ class Record:
 def insert_events(engine: Engine, rows: list[dict[str, object]]) -> list[int]:
     """Insert events (keys: owner, kind, lon, lat, occurred_at, optional border_*) and their snaps."""
     with engine.begin() as conn:
-        batch = conn.execute(sa.text(
-            "INSERT INTO ingest_batches (file_name, sha256, kind, owner_country, source, loaded_by) "
-            "VALUES ('tests.csv', 'x', 'incident', NULL, 'tests', 'tests') RETURNING id")).scalar_one()
+        batch = conn.execute(
+            sa.text(
+                "INSERT INTO ingest_batches (file_name, sha256, kind, owner_country, source, loaded_by) "
+                "VALUES ('tests.csv', 'x', 'incident', NULL, 'tests', 'tests') RETURNING id"
+            )
+        ).scalar_one()
         ids: list[int] = []
         for i, row in enumerate(rows):
-            event_id = conn.execute(sa.text(
-                "INSERT INTO events (kind, crime_type, occurred_at, occurred_text, date_precision, "
-                "owner_country, location_country, geom, source, dedupe_key, batch_id, source_row, "
-                "attributes, dead) VALUES (:kind, 'smuggling', :at, 'x', 'day', :owner, :owner, "
-                "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), 'tests', :key, :batch, :row, "
-                "CAST('{\"victim_name\": \"SECRET\"}' AS jsonb), 1) RETURNING id"),
-                {"kind": row["kind"], "at": row["occurred_at"], "owner": row["owner"], "lon": row["lon"],
-                 "lat": row["lat"], "key": f"{batch}-{i}", "batch": batch, "row": i + 1}).scalar_one()
+            event_id = conn.execute(
+                sa.text(
+                    "INSERT INTO events (kind, crime_type, occurred_at, occurred_text, date_precision, "
+                    "owner_country, location_country, geom, source, dedupe_key, batch_id, source_row, "
+                    "attributes, dead) VALUES (:kind, 'smuggling', :at, 'x', 'day', :owner, :owner, "
+                    "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), 'tests', :key, :batch, :row, "
+                    'CAST(\'{"victim_name": "SECRET"}\' AS jsonb), 1) RETURNING id'
+                ),
+                {
+                    "kind": row["kind"],
+                    "at": row["occurred_at"],
+                    "owner": row["owner"],
+                    "lon": row["lon"],
+                    "lat": row["lat"],
+                    "key": f"{batch}-{i}",
+                    "batch": batch,
+                    "row": i + 1,
+                },
+            ).scalar_one()
             ids.append(int(event_id))
             if "border_distance_m" in row:
-                conn.execute(sa.text(
-                    "INSERT INTO event_snaps (event_id, off_network, border_countries, border_distance_m) "
-                    "VALUES (:id, false, :countries, :d)"),
-                    {"id": event_id, "countries": row.get("border_countries", "COL-VEN"),
-                     "d": row["border_distance_m"]})
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO event_snaps (event_id, off_network, border_countries, "
+                        "border_distance_m) VALUES (:id, false, :countries, :d)"
+                    ),
+                    {
+                        "id": event_id,
+                        "countries": row.get("border_countries", "COL-VEN"),
+                        "d": row["border_distance_m"],
+                    },
+                )
     return ids
 
 
@@ -82,16 +102,31 @@ def seed_world(engine: Engine) -> list[Record]:
     for c, country in enumerate(COUNTRIES):
         for k, kind in enumerate(KINDS):
             for j in range(2):
-                rows.append({"owner": country, "kind": kind, "lon": -72.40 + 0.05 * c + 0.01 * k,
-                             "lat": 7.60 + 0.03 * j + 0.01 * k,
-                             "occurred_at": NOW - timedelta(days=10 + 40 * j + k),
-                             "border_distance_m": 5_000.0 + 20_000.0 * j})
+                rows.append(
+                    {
+                        "owner": country,
+                        "kind": kind,
+                        "lon": -72.40 + 0.05 * c + 0.01 * k,
+                        "lat": 7.60 + 0.03 * j + 0.01 * k,
+                        "occurred_at": NOW - timedelta(days=10 + 40 * j + k),
+                        "border_distance_m": 5_000.0 + 20_000.0 * j,
+                    }
+                )
     ids = insert_events(engine, rows)
     for owner, partner, level in AGREEMENTS:
         set_agreement(engine, owner, partner, level)
-    return [Record(i, str(r["owner"]), str(r["kind"]), float(r["lon"]), float(r["lat"]),  # type: ignore[arg-type]
-                   r["occurred_at"], float(r["border_distance_m"]))  # type: ignore[arg-type]
-            for i, r in zip(ids, rows, strict=True)]
+    return [
+        Record(
+            i,
+            str(r["owner"]),
+            str(r["kind"]),
+            float(r["lon"]),
+            float(r["lat"]),  # type: ignore[arg-type]
+            r["occurred_at"],
+            float(r["border_distance_m"]),
+        )  # type: ignore[arg-type]
+        for i, r in zip(ids, rows, strict=True)
+    ]
 
 
 def expected_detail(role: str, country: str | None, record: Record) -> bool:
@@ -104,7 +139,9 @@ def expected_detail(role: str, country: str | None, record: Record) -> bool:
         if record.owner == country:
             return True
         shared = {(o, p): level for o, p, level in AGREEMENTS}
-        return shared.get((record.owner, country or "")) == "detail" and record.kind != "victim_identification"
+        return (
+            shared.get((record.owner, country or "")) == "detail" and record.kind != "victim_identification"
+        )
     return False
 
 
@@ -124,8 +161,15 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def keys(engine: Engine, world: list[Record]) -> dict[tuple[str, str | None], str]:
     """One API key per (role, country) the tests use (created after the agreements)."""
-    pairs = [("admin", None), ("steward", "COL"), ("prosecutor", "COL"), ("prosecutor", "VEN"),
-             ("prosecutor", "PER"), ("border_authority", "COL"), ("analyst", None)]
+    pairs = [
+        ("admin", None),
+        ("steward", "COL"),
+        ("prosecutor", "COL"),
+        ("prosecutor", "VEN"),
+        ("prosecutor", "PER"),
+        ("border_authority", "COL"),
+        ("analyst", None),
+    ]
     return {(role, country): create_key(engine, role, country, "tests") for role, country in pairs}
 
 
@@ -144,8 +188,11 @@ def _free_port() -> int:
 def live_server(settings: Settings) -> Iterator[str]:
     """A real uvicorn server on a free local port, for clients such as GDAL; yields its base URL."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

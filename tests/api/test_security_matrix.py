@@ -19,8 +19,15 @@ from api.collections import EVENTS
 from geodata.db import APP_ROLE, Scope, scoped
 from tests.api.conftest import Record, bearer, expected_detail
 
-PRINCIPALS = [("admin", None), ("steward", "COL"), ("prosecutor", "COL"), ("prosecutor", "VEN"),
-              ("prosecutor", "PER"), ("border_authority", "COL"), ("analyst", None)]
+PRINCIPALS = [
+    ("admin", None),
+    ("steward", "COL"),
+    ("prosecutor", "COL"),
+    ("prosecutor", "VEN"),
+    ("prosecutor", "PER"),
+    ("border_authority", "COL"),
+    ("analyst", None),
+]
 
 
 def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
@@ -52,7 +59,9 @@ def check_matrix(client: TestClient, keys: dict[tuple[str, str | None], str], wo
         who = f"{role}/{country}"
         if role in ("analyst", "border_authority"):
             assert client.get("/collections/events/items", headers=bearer(key)).status_code == 403, who
-            assert client.get(f"/collections/events/items/{world[0].id}", headers=bearer(key)).status_code == 403
+            assert (
+                client.get(f"/collections/events/items/{world[0].id}", headers=bearer(key)).status_code == 403
+            )
             listed = {c["id"] for c in client.get("/collections", headers=bearer(key)).json()["collections"]}
             assert "events" not in listed and "event-cells" in listed, who
             continue
@@ -68,9 +77,14 @@ def check_matrix(client: TestClient, keys: dict[tuple[str, str | None], str], wo
         # items with CQL2 text and JSON filters
         victims = _all_items(client, key, {"filter": "kind = 'victim_identification'"})
         assert {f["id"] for f in victims} == {i for i in expected if by_id[i].kind == "victim_identification"}
-        everywhere = _all_items(client, key, {
-            "filter": '{"op": "in", "args": [{"property": "owner_country"}, ["COL", "VEN", "PER"]]}',
-            "filter-lang": "cql2-json"})
+        everywhere = _all_items(
+            client,
+            key,
+            {
+                "filter": '{"op": "in", "args": [{"property": "owner_country"}, ["COL", "VEN", "PER"]]}',
+                "filter-lang": "cql2-json",
+            },
+        )
         assert {f["id"] for f in everywhere} == expected, who
         # item by id
         for record in world:
@@ -87,15 +101,19 @@ def check_matrix(client: TestClient, keys: dict[tuple[str, str | None], str], wo
 
 
 def test_matrix_of_roles_countries_agreements_endpoints(
-        client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record]) -> None:
+    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record]
+) -> None:
     check_matrix(client, keys, world)
 
 
 def test_low_zoom_tiles_carry_only_suppressed_counts(
-        client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record]) -> None:
+    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record]
+) -> None:
     x, y = _tile_of(world[0].lon, world[0].lat, 3)
     for principal in PRINCIPALS:
-        tile = client.get(f"/collections/events/tiles/WebMercatorQuad/3/{x}/{y}", headers=bearer(keys[principal]))
+        tile = client.get(
+            f"/collections/events/tiles/WebMercatorQuad/3/{x}/{y}", headers=bearer(keys[principal])
+        )
         assert tile.status_code == 200
         for layer in mapbox_vector_tile.decode(tile.content).values():
             for feature in layer["features"]:
@@ -107,11 +125,21 @@ def test_requests_run_as_the_app_role_which_owns_nothing(engine: Engine) -> None
     with scoped(engine, Scope(role="prosecutor", country="COL")) as conn:
         assert conn.execute(sa.text("SELECT current_user")).scalar_one() == APP_ROLE
     with engine.begin() as conn:
-        owned = conn.execute(sa.text(
-            "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = :r"),
-            {"r": APP_ROLE}).scalar_one()
-        forced = conn.execute(sa.text(
-            "SELECT relname FROM pg_class WHERE relforcerowsecurity AND relrowsecurity ORDER BY 1")).scalars().all()
+        owned = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = :r"
+            ),
+            {"r": APP_ROLE},
+        ).scalar_one()
+        forced = (
+            conn.execute(
+                sa.text(
+                    "SELECT relname FROM pg_class WHERE relforcerowsecurity AND relrowsecurity ORDER BY 1"
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert owned == 0
     assert {"events", "event_snaps", "ingest_batches"} <= set(forced)
 
@@ -119,11 +147,18 @@ def test_requests_run_as_the_app_role_which_owns_nothing(engine: Engine) -> None
 RESTORE = "CREATE POLICY events_detail ON events FOR SELECT USING (rutas_sees_detail(owner_country, kind))"
 
 
-@pytest.mark.parametrize("replacement", [None, "CREATE POLICY events_open ON events FOR SELECT USING (true)"],
-                         ids=["policy dropped", "policy loosened"])
+@pytest.mark.parametrize(
+    "replacement",
+    [None, "CREATE POLICY events_open ON events FOR SELECT USING (true)"],
+    ids=["policy dropped", "policy loosened"],
+)
 def test_matrix_fails_when_the_policy_is_dropped(
-        client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], engine: Engine,
-        replacement: str | None) -> None:
+    client: TestClient,
+    keys: dict[tuple[str, str | None], str],
+    world: list[Record],
+    engine: Engine,
+    replacement: str | None,
+) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("DROP POLICY events_detail ON events"))
         if replacement:

@@ -1,0 +1,47 @@
+"""A real client: GDAL's OGC API Features driver (``ogrinfo OAPIF:``) against a server the test starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import Record, expected_detail
+
+
+def _ogrinfo(args: list[str], key: str, tmp_path: Path) -> str:
+    ogrinfo = shutil.which("ogrinfo")
+    if ogrinfo is None:
+        pytest.fail("ogrinfo is missing: install Debian's gdal-bin (scripts/setup.sh does).")
+    header = tmp_path / "headers.txt"
+    header.write_text(f"Authorization: Bearer {key}\n")
+    env = {**os.environ, "GDAL_HTTP_HEADER_FILE": str(header), "CPL_DEBUG": "OFF"}
+    done = subprocess.run([ogrinfo, "-ro", *args], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_ogrinfo_lists_collections_and_reads_filtered_items(
+    live_server: str, keys: dict[tuple[str, str | None], str], world: list[Record], tmp_path: Path
+) -> None:
+    key = keys[("prosecutor", "COL")]
+    listing = _ogrinfo(["-so", f"OAPIF:{live_server}"], key, tmp_path)
+    assert "events" in listing and "event-cells" in listing
+
+    everything = _ogrinfo(["-al", "-q", f"OAPIF:{live_server}/collections/events"], key, tmp_path)
+    assert everything.count("OGRFeature(") == sum(expected_detail("prosecutor", "COL", r) for r in world)
+
+    filtered = _ogrinfo(
+        ["-al", "-q", "-where", "kind = 'interception'", f"OAPIF:{live_server}/collections/events"],
+        key,
+        tmp_path,
+    )
+    want = [r for r in world if expected_detail("prosecutor", "COL", r) and r.kind == "interception"]
+    assert filtered.count("OGRFeature(") == len(want) > 0
+    assert "victim_identification" not in filtered
+
+    analyst = _ogrinfo(["-so", f"OAPIF:{live_server}"], keys[("analyst", None)], tmp_path)
+    assert "event-cells" in analyst and "1: events" not in analyst
