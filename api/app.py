@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import errors, features, tiles
+from api import errors, features, ingest, tiles
 from api.auth import Authenticator, RateLimiter
 from api.deps import AppState, StateDep
 from geodata.db import get_engine, scoped
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(features.router)
     app.include_router(tiles.router)
+    app.include_router(ingest.router)
 
     @app.get("/healthz", summary="Health", tags=["Service"])
     def healthz(state: StateDep) -> JSONResponse:

@@ -30,6 +30,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "TooManyRequests"),
     "db_unreachable": (503, "ServiceUnavailable"),
     "unavailable": (503, "ServiceUnavailable"),
+    "db_lost": (503, "ServiceUnavailable"),
 }
 
 

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
-    api_max_body_bytes: int = 1024**2
+    api_max_body_bytes: int = 50 * 1024**2
     api_max_upload_bytes: int = 200 * 1024**2
     api_max_limit: int = 10_000
     api_default_limit: int = 100
