@@ -17,6 +17,7 @@ import pandas as pd
 import shapely
 from pyproj import Geod
 from scipy import sparse
+from scipy.sparse import csgraph
 
 from geodata.errors import InputError
 
@@ -208,64 +209,81 @@ def segment_adjacency(segments: gpd.GeoDataFrame) -> sparse.csr_matrix:
 
 
 def bounded_distances(adjacency: sparse.csr_matrix, limit: float,
-                      sources: npt.NDArray[np.int64] | None = None) -> sparse.csr_matrix:
+                      sources: npt.NDArray[np.int64] | None = None,
+                      lonlat: npt.NDArray[np.float64] | None = None) -> sparse.csr_matrix:
     """Network distances from each source to every node within ``limit``, as a sparse matrix.
 
-    A label-correcting search run for all sources at once on arrays (no Python loop per
-    source): each round relaxes every pair whose distance improved in the previous round.
     Row r holds the distances from ``sources[r]`` (all nodes when ``sources`` is None);
     reached nodes are stored explicitly (the source itself with distance 0).
 
     Parameters
     ----------
     adjacency
-        Symmetric n x n sparse matrix of non-negative edge lengths (metres).
+        Symmetric n x n sparse matrix of non-negative lengths in metres.
     limit
-        Largest distance kept, in the adjacency's units.
+        Largest distance kept, metres.
+    lonlat
+        Position (lon, lat, EPSG:4326) of every node, or None. When given, the sources are
+        grouped in tiles about ``limit`` wide and each tile is searched (Dijkstra, in C) on
+        the subgraph of nodes within ``limit`` as the crow flies of the tile; no path within
+        ``limit`` along the network can leave it, since a road is never shorter than the
+        straight line between its ends, so the result is exact.
     """
     adj = sparse.csr_matrix(adjacency)
     n = adj.shape[0]
     src = np.arange(n, dtype=np.int64) if sources is None else np.asarray(sources, dtype=np.int64)
-    n_src = len(src)
-    # Known pairs kept sorted by key = row * n + node.
-    keys = np.arange(n_src, dtype=np.int64) * n + src
-    dist = np.zeros(n_src)
-    order = np.argsort(keys)
-    keys, dist = keys[order], dist[order]
-    front_keys, front_dist = keys.copy(), dist.copy()
-    indptr, indices, data = adj.indptr, adj.indices.astype(np.int64), adj.data
-    while len(front_keys):
-        row, node = np.divmod(front_keys, n)
-        deg = indptr[node + 1] - indptr[node]
-        rep = np.repeat(np.arange(len(node)), deg)
-        pos = np.arange(len(rep)) - np.repeat(np.cumsum(deg) - deg, deg) + np.repeat(indptr[node], deg)
-        cand_keys = row[rep] * n + indices[pos]
-        cand_dist = front_dist[rep] + data[pos]
-        keep = cand_dist <= limit
-        cand_keys, cand_dist = cand_keys[keep], cand_dist[keep]
-        if not len(cand_keys):
-            break
-        o = np.lexsort((cand_dist, cand_keys))
-        cand_keys, cand_dist = cand_keys[o], cand_dist[o]
-        first = np.ones(len(cand_keys), dtype=bool)
-        first[1:] = cand_keys[1:] != cand_keys[:-1]
-        cand_keys, cand_dist = cand_keys[first], cand_dist[first]
-        at = np.searchsorted(keys, cand_keys)
-        known = at < len(keys)
-        known[known] = keys[at[known]] == cand_keys[known]
-        better = known.copy()
-        better[known] = cand_dist[known] < dist[at[known]] - 1e-9
-        dist[at[better]] = cand_dist[better]
-        new = ~known
-        if new.any():
-            ins = np.searchsorted(keys, cand_keys[new])
-            keys = np.insert(keys, ins, cand_keys[new])
-            dist = np.insert(dist, ins, cand_dist[new])
-        improved = better | new
-        front_keys, front_dist = cand_keys[improved], cand_dist[improved]
-    row, node = np.divmod(keys, n)
-    out = sparse.csr_matrix((dist, (row, node)), shape=(n_src, n))
-    return out
+    if lonlat is None:
+        tiles = [np.arange(len(src))]
+        boxes = None
+    else:
+        lon, lat = lonlat[src, 0], lonlat[src, 1]
+        # Degrees of latitude are >= 110.57 km, degrees of longitude >= 111.32 km x cos(lat).
+        dlat = limit / 110_574.0 * 1.01 + 1e-4
+        row = np.floor(lat / dlat)
+        width = dlat / np.cos(np.radians(np.minimum(np.abs(row * dlat) + 2 * dlat, 89.0)))
+        col = np.floor(lon / width)
+        _, tile_of = np.unique(np.column_stack([row, col]), axis=0, return_inverse=True)
+        order = np.argsort(tile_of.ravel(), kind="stable")
+        cuts = np.flatnonzero(np.diff(tile_of.ravel()[order])) + 1
+        tiles = np.split(order, cuts)
+        lat_order = np.argsort(lonlat[:, 1], kind="stable")
+        lat_sorted = lonlat[lat_order, 1]
+        boxes = (dlat, lat_order, lat_sorted)
+    rows: list[npt.NDArray[np.int64]] = []
+    cols: list[npt.NDArray[np.int64]] = []
+    vals: list[npt.NDArray[np.float64]] = []
+    # One Dijkstra call per tile of sources; the searches themselves run in scipy's C code.
+    for tile in tiles:
+        if boxes is None or lonlat is None:
+            cand = np.arange(n)
+        else:
+            dlat, lat_order, lat_sorted = boxes
+            t_lat = lonlat[src[tile], 1]
+            t_lon = lonlat[src[tile], 0]
+            lat0, lat1 = t_lat.min() - dlat, t_lat.max() + dlat
+            far = min(max(abs(lat0), abs(lat1)), 89.0)
+            dlon = limit / (111_320.0 * np.cos(np.radians(far))) * 1.01 + 1e-4
+            first = np.searchsorted(lat_sorted, lat0)
+            band = lat_order[first:np.searchsorted(lat_sorted, lat1, side="right")]
+            lon_b = lonlat[band, 0]
+            cand = np.sort(band[(lon_b >= t_lon.min() - dlon) & (lon_b <= t_lon.max() + dlon)])
+        sub = adj[cand][:, cand]
+        local = np.searchsorted(cand, src[tile])
+        dist = csgraph.dijkstra(sub, directed=True, indices=local, limit=limit)
+        r, c = np.nonzero(np.isfinite(dist))
+        rows.append(tile[r])
+        cols.append(cand[c])
+        vals.append(dist[r, c])
+    out = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                            shape=(len(src), n))
+    return out.tocsr()
+
+
+def midpoints(segments: gpd.GeoDataFrame) -> npt.NDArray[np.float64]:
+    """(lon, lat) of the point halfway along each segment, EPSG:4326, shape (n, 2)."""
+    geoms = np.asarray(segments.geometry.array, dtype=object)
+    points = shapely.line_interpolate_point(geoms, 0.5, normalized=True)
+    return np.asarray(shapely.get_coordinates(points), dtype=np.float64)
 
 
 def network_neighbours(segments: gpd.GeoDataFrame, neighbour_km: float,
@@ -298,7 +316,7 @@ def network_neighbours(segments: gpd.GeoDataFrame, neighbour_km: float,
     adj = segment_adjacency(segments)
     n = len(segments)
     units = np.arange(n, dtype=np.int64) if subset is None else np.asarray(subset, dtype=np.int64)
-    reach = bounded_distances(adj, neighbour_km * 1000.0, units).tocoo()
+    reach = bounded_distances(adj, neighbour_km * 1000.0, units, midpoints(segments)).tocoo()
     position = np.full(n, -1, dtype=np.int64)
     position[units] = np.arange(len(units))
     col = position[reach.col]

@@ -137,12 +137,14 @@ def _pick_routes(edges: gpd.GeoDataFrame, count: int, route_km: float, separatio
     graph.add_edges_from(
         (int(src[i]), int(tgt[i]), {"length_m": float(length[i]), "row": int(i)}) for i in rows[order]
     )
-    giant = max(nx.connected_components(graph), key=len)
-    graph = graph.subgraph(giant).copy()
+    # Routes run on connected parts of the network that can hold several of them.
+    big = [c for c in nx.connected_components(graph)
+           if graph.subgraph(c).size(weight="length_m") >= 4 * route_km * 1000]
+    graph = graph.subgraph(set().union(*big)).copy() if big else graph
     nodes = np.array(sorted(graph.nodes))
     taken: set[int] = set()
     paths: list[list[int]] = []
-    for _ in range(400):
+    for _ in range(100 * count):
         if len(paths) == count:
             break
         start = int(rng.choice(nodes))

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from geodata.errors import InputError
 from routes.cube import CubeFilter, build_cube, h3_neighbours, slice_starts
 from routes.segments import (
+    GEOD,
     assign_events,
     bounded_distances,
     cut_segments,
@@ -94,18 +95,37 @@ def test_neighbours_follow_the_roads_not_the_crow() -> None:
 
 def test_bounded_distances_match_dijkstra() -> None:
     rng = np.random.default_rng(3)
-    n = 200
-    rows = rng.integers(0, n, 600)
-    cols = rng.integers(0, n, 600)
+    n = 400
+    lonlat = np.column_stack([rng.uniform(-90, -85, n), rng.uniform(10, 15, n)])
+    rows = rng.integers(0, n, 2400)
+    cols = rng.integers(0, n, 2400)
     keep = rows != cols
-    w = sparse.coo_matrix((rng.uniform(1, 10, keep.sum()), (rows[keep], cols[keep])), shape=(n, n)).tocsr()
-    w = sparse.csr_matrix(w + w.T)
-    got = bounded_distances(w, 15.0).toarray()
-    want = csgraph.dijkstra(w, directed=False, limit=15.0)
+    rows, cols = rows[keep], cols[keep]
+    _, _, crow = GEOD.inv(lonlat[rows, 0], lonlat[rows, 1], lonlat[cols, 0], lonlat[cols, 1])
+    # A road is never shorter than the straight line between its ends.
+    w = sparse.coo_matrix((crow * rng.uniform(1, 1.5, len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+    w = sparse.csr_matrix(w.maximum(w.T))
+    want = csgraph.dijkstra(w, directed=False, limit=300_000.0)
     reached = np.isfinite(want)
-    assert np.allclose(got[reached], want[reached])
-    assert (got[~reached] == 0).all()
-    assert ((got > 0) | np.eye(n, dtype=bool))[reached].all()
+    assert 5 * n < reached.sum() < n * n / 4
+    for coords in (None, lonlat):
+        got = bounded_distances(w, 300_000.0, lonlat=coords).toarray()
+        assert np.allclose(got[reached], want[reached])
+        assert (got[~reached] == 0).all()
+    some = np.array([5, 17, 300])
+    part = bounded_distances(w, 300_000.0, some, lonlat).toarray()
+    assert np.allclose(part[np.isfinite(want[some])], want[some][np.isfinite(want[some])])
+
+
+def test_network_neighbours_on_a_real_network(data_dir: Path) -> None:
+    edges = globalmap_edges(data_dir, ["SLV", "HND"])
+    seg = cut_segments(edges, 5.0)
+    units = np.flatnonzero(np.arange(len(seg)) % 3 != 0)
+    got = network_neighbours(seg, 30.0, units).toarray().astype(bool)
+    full = csgraph.dijkstra(segment_adjacency(seg), directed=False, indices=units, limit=30_000.0)[:, units]
+    want = np.isfinite(full)
+    np.fill_diagonal(want, False)
+    assert (got == want).all() and want.sum() > 10 * len(units)
 
 
 def test_segments_match_postgis_substrings(engine: Engine, data_dir: Path) -> None:
