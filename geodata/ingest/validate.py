@@ -430,7 +430,8 @@ def _stage_rows(frame: pd.DataFrame, ctx: Context, lon: npt.NDArray[np.float64],
                 nationalities: npt.NDArray[np.object_]) -> pd.DataFrame:
     cols = ctx.columns
     used = {h for h in cols.roles.values()}
-    extra = [c for c in frame.columns if c not in used]
+    # Free attributes: the columns no role uses and that hold something in this chunk.
+    extra = [c for c in frame.columns if c not in used and frame[c].notna().any()]
     if extra:
         attributes = frame[extra].to_json(orient="records", lines=True, force_ascii=False).splitlines()
     else:

@@ -11,7 +11,16 @@ from sqlalchemy.engine import Engine
 
 from geodata.errors import InputError
 from geodata.settings import Settings
-from tests.geodata.ingest_helpers import MEXICO_CITY, TAPACHULA, codes, count, load, stored, unique_source, write
+from tests.geodata.ingest_helpers import (
+    MEXICO_CITY,
+    TAPACHULA,
+    codes,
+    count,
+    load,
+    stored,
+    unique_source,
+    write,
+)
 
 
 def test_latin1_file_keeps_its_accents(tmp_path: Path, engine: Engine, settings: Settings) -> None:
@@ -61,7 +70,8 @@ def test_empty_file_is_refused(tmp_path: Path, engine: Engine, settings: Setting
     assert count(engine, "ingest_batches", source) == 0
 
 
-def test_header_only_is_refused_and_stores_nothing(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+def test_header_only_is_refused_and_stores_nothing(tmp_path: Path, engine: Engine,
+                                                   settings: Settings) -> None:
     source = unique_source("header")
     with pytest.raises(InputError) as error:
         load(engine, settings, write(tmp_path / "header.csv", "fecha,latitud,longitud\n"), source=source)
@@ -77,7 +87,8 @@ def test_unknown_columns_name_the_fix(tmp_path: Path, engine: Engine, settings: 
     assert "--mapping" in error.value.message and "north" in error.value.message
 
 
-def test_mapping_file_names_columns_and_date_order(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+def test_mapping_file_names_columns_and_date_order(tmp_path: Path, engine: Engine,
+                                                   settings: Settings) -> None:
     source = unique_source("mapping")
     mapping = write(tmp_path / "map.json", json.dumps(
         {"columns": {"date": "when", "lat": "north", "lon": "east", "record_id": "case"},

@@ -43,7 +43,8 @@ def test_bad_coordinates_are_reported_row_by_row(tmp_path: Path, engine: Engine,
                              5: {"null_island"}, 6: {"missing_coordinates"}, 7: {"bad_coordinates"}}
     assert (report.rows_read, report.accepted, report.rejected) == (8, 2, 6)
     swapped = next(p for p in report.errors if p.row == 2)
-    assert swapped.file == "points.csv" and "swapped" in swapped.reason and "intercambiadas" in swapped.reason_es
+    assert swapped.file == "points.csv" and "swapped" in swapped.reason
+    assert "intercambiadas" in swapped.reason_es
     sign = next(p for p in report.errors if p.row == 3)
     assert "minus sign" in sign.reason and "--fix-coordinates" in sign.reason
     assert [(e["source_row"], e["location_country"], e["owner_country"]) for e in stored(engine, source)] == [
@@ -76,7 +77,8 @@ def test_swapped_point_without_country_column_uses_the_owner(tmp_path: Path, eng
     assert (kept["source_row"], kept["location_country"], kept["owner_country"]) == (2, "COL", "MEX")
 
 
-def test_point_near_a_border_is_not_called_swapped(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+def test_point_near_a_border_is_not_called_swapped(tmp_path: Path, engine: Engine,
+                                                   settings: Settings) -> None:
     # Ipiales (Colombia), 3 km from Ecuador, reported by Ecuador: flipping the latitude would land
     # in Ecuador, but a point this close to the named country is a real cross-border place.
     source = unique_source("border")
@@ -130,7 +132,8 @@ def test_strict_refuses_the_whole_file(tmp_path: Path, engine: Engine, settings:
     assert count(engine, "events", source) == 0 and count(engine, "ingest_batches", source) == 0
 
 
-def test_bad_counts_are_rejected_and_unknown_is_null(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+def test_bad_counts_are_rejected_and_unknown_is_null(tmp_path: Path, engine: Engine,
+                                                     settings: Settings) -> None:
     source = unique_source("counts")
     lat, lon = TAPACHULA
     text = ("fecha,latitud,longitud,muertos,desaparecidos,sobrevivientes\n"
@@ -150,8 +153,9 @@ def test_iom_file_every_row_accounted_for(engine: Engine, settings: Settings, da
     assert report.rows_read == 5668
     assert report.accepted + report.rejected + report.duplicates == 5668
     with engine.connect() as conn:
-        ids = dict(conn.execute(sa.text("SELECT source_row, source_record_id FROM events WHERE source = :s"),
-                                {"s": source}).all())
+        rows = conn.execute(sa.text("SELECT source_row, source_record_id FROM events WHERE source = :s"),
+                            {"s": source}).all()
+    ids: dict[int, str] = {int(r[0]): str(r[1]) for r in rows}
     problems = {p.row: p.code for p in report.errors}
     # The four US rows whose longitude lost its minus sign (SOURCE.md), and the row with no point.
     flagged = {r for r, c in problems.items() if c == "probably_swapped"}
