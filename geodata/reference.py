@@ -27,6 +27,16 @@ from geodata.errors import InputError
 from geodata.network import WGS84, NodingReport, build_edges
 from geodata.settings import Settings
 
+#: Credit the Global Map road layer requires on every product (non-commercial use only).
+GLOBAL_MAP_CREDIT = (
+    "Roads: Global Map (non-commercial use) (R) Global Map Mexico (C) ISCGM/INEGI; Global Map of Guatemala "
+    "© ISCGM / Ing. Alfredo Obiols Gomez; Global Map of Belize copyright ISCGM; Global Map of El Salvador "
+    "© ISCGM / Centro Nacional de Registros; Global Map of Honduras © ISCGM / Direccion General de "
+    "Catastro y Geografia; Global Map of Nicaragua © ISCGM / INETER; Global Map of Panama © ISCGM / "
+    "Instituto Geografico Nacional Tommy Guardia; Global Map of Colombia © ISCGM / IGAC; "
+    "Global Map of Chile © ISCGM / Instituto Geografico Militar de Chile; Global Map of Brazil © ISCGM/IBGE"
+)
+
 #: Kinds of layers this module loads; other modules may load more kinds into ``reference_layers``.
 NETWORK_KINDS = ("roads", "borders", "crossings")
 
@@ -220,6 +230,18 @@ def active_layers(conn: Connection) -> dict[str, int]:
         )
     )
     return {str(kind): int(layer_id) for kind, layer_id in rows}
+
+
+def credits(engine: Engine) -> list[str]:
+    """The ``source`` (credit line) of every active reference layer, for a map's attribution."""
+    with scoped(engine) as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT DISTINCT source FROM reference_layers WHERE active AND kind <> 'inferred_crossings' "
+                "ORDER BY source"
+            )
+        )
+        return [str(source) for source in rows.scalars()]
 
 
 def _lock(conn: Connection) -> None:

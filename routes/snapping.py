@@ -146,7 +146,7 @@ def nearest_lines(
     x: FloatArray,
     y: FloatArray,
     lines: npt.NDArray[Any],
-    max_distance: float,
+    max_distance: float | None,
     tree: shapely.STRtree | None = None,
 ) -> tuple[IntArray, FloatArray]:
     """Index of the nearest line to each point and the planar distance to it (-1 and NaN beyond reach).
@@ -158,7 +158,8 @@ def nearest_lines(
     lines
         Shapely geometries (edges, border segments or crossing points) in that CRS.
     max_distance
-        Search radius in metres; points with nothing within it get index -1.
+        Search radius in metres; points with nothing within it get index -1. ``None``
+        searches without limit.
     tree
         An STRtree over ``lines`` when the caller already has one.
 

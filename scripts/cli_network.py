@@ -10,7 +10,7 @@ from rich.table import Table
 
 from geodata import db
 from geodata.errors import InputError
-from geodata.reference import LOADERS, LayerReport
+from geodata.reference import GLOBAL_MAP_CREDIT, LOADERS, LayerReport
 from geodata.settings import Settings, get_settings
 from routes.snapping import SnapReport, snap_pending, summary
 from scripts.console import console, friendly_errors, out, print_json, progress
@@ -25,7 +25,7 @@ DEMO_LAYERS = (
     (
         "roads",
         "globalmap_roads/globalmap_roads_latam.gpkg",
-        "Global Map roads (c) ISCGM and national mapping agencies; non-commercial use",
+        GLOBAL_MAP_CREDIT,
     ),
     (
         "crossings",
