@@ -69,6 +69,10 @@ from scripts import cli_ingest  # noqa: E402
 
 cli_ingest.register(app)
 
+from scripts import cli_routes  # noqa: E402
+
+cli_routes.register(app)
+
 
 def main() -> None:
     """Entry point of the console script."""
