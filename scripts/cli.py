@@ -73,6 +73,10 @@ from scripts import cli_routes  # noqa: E402
 
 cli_routes.register(app)
 
+from scripts import cli_demo  # noqa: E402
+
+cli_demo.register(app)
+
 
 def main() -> None:
     """Entry point of the console script."""
