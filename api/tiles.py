@@ -2,9 +2,11 @@
 
 Tiles are read as the caller, through the same row-level security and property allow-lists as
 the features. Record-level collections (events) are drawn as points from zoom
-``tiles_detail_min_zoom`` on; below it they are drawn as k-suppressed cell counts from
-``rutas_event_cells`` (cells 1/32 of the tile wide, aligned across tiles), so a world view never
-carries a record's position. Geometries are EPSG:3857 tile coordinates (extent 4096).
+``tiles_detail_min_zoom`` on; below it they are drawn as k-suppressed cell counts (cells 1/32 of
+the tile wide, aligned across tiles), so a world view never carries a record's position. Zooms
+0-7 read counts kept up to date by triggers (``rutas_tile_cells``: a range scan, however many
+events there are); higher aggregated zooms count on the fly (``rutas_event_cells``). Geometries are
+EPSG:3857 tile coordinates (extent 4096).
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ def _detail_sql(coll: Collection, role: str) -> str:
     )
 
 
+#: Zoom levels with pre-computed cell counts (``event_cell_counts``, migration 0003).
+PRECOMPUTED_LEVELS = 8
+
+_TILE_CELLS_SQL = (
+    f"SELECT ST_AsMVT(t, :layer, {EXTENT}, 'geom'), count(*) FROM ("
+    f"  SELECT ST_MakeEnvelope(px * {EXTENT // CELLS_PER_TILE}, py * {EXTENT // CELLS_PER_TILE}, "
+    f"  (px + 1) * {EXTENT // CELLS_PER_TILE}, (py + 1) * {EXTENT // CELLS_PER_TILE}) AS geom, "
+    "   kind, n AS count FROM rutas_tile_cells(:z, :x, :y, :k)"
+    ") AS t"
+)
+
 _CELLS_SQL = (
     "WITH bounds AS (SELECT ST_TileEnvelope(:z, :x, :y) AS b3857) "
     f"SELECT ST_AsMVT(t, :layer, {EXTENT}, 'geom'), count(*) FROM ("
@@ -91,7 +104,7 @@ def tile(state: StateDep, principal: Principal, collection_id: str, z: int, x: i
     params: dict[str, Any] = {"z": z, "x": x, "y": y, "layer": collection_id}
     if aggregated:
         params.update(cell_m=WORLD_M / 2**z / CELLS_PER_TILE, k=state.settings.k_anonymity)
-        sql = _CELLS_SQL
+        sql = _TILE_CELLS_SQL if z < PRECOMPUTED_LEVELS else _CELLS_SQL
     else:
         assert coll is not None
         sql = _detail_sql(coll, principal.role)

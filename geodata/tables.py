@@ -227,3 +227,15 @@ audit_log = sa.Table(
     sa.Column("hash", sa.Text, nullable=False, server_default=""),
 )
 sa.Index("events_owner_idx", events.c.owner_country, events.c.id)
+
+#: Event counts per low-zoom tile cell (level = zoom, cells of the zoom + 5 tile grid), kept by triggers.
+event_cell_counts = sa.Table(
+    "event_cell_counts",
+    metadata,
+    sa.Column("level", sa.SmallInteger, primary_key=True),
+    sa.Column("gx", sa.Integer, primary_key=True),
+    sa.Column("gy", sa.Integer, primary_key=True),
+    sa.Column("owner_country", sa.CHAR(3), primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+)

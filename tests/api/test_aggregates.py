@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import mapbox_vector_tile
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from shapely.geometry import Point, shape
 from sqlalchemy.engine import Engine
@@ -88,3 +89,38 @@ def test_low_zoom_tile_suppresses_small_cells(client: TestClient, cells_keys: di
     assert tile.status_code == 200
     layer = mapbox_vector_tile.decode(tile.content)["events"]
     assert [f["properties"]["count"] for f in layer["features"]] == [11]
+
+
+def test_precomputed_cells_follow_deletes_and_match_the_live_count(
+    client: TestClient, cells_keys: dict[str, str], engine: Engine
+) -> None:
+    with engine.begin() as conn:
+        live = conn.execute(sa.text("SELECT sum(n) FROM event_cell_counts WHERE level = 4")).scalar_one()
+        assert live == 21
+        conn.execute(
+            sa.text("DELETE FROM events WHERE id = (SELECT min(id) FROM events WHERE ST_X(geom) < -66)")
+        )
+    try:
+        tile = client.get(
+            "/collections/events/tiles/WebMercatorQuad/4/5/7", headers=bearer(cells_keys["analyst"])
+        )
+        assert mapbox_vector_tile.decode(tile.content) == {}  # 10 left: suppressed
+    finally:
+        insert_events(
+            engine,
+            [
+                {
+                    "owner": "VEN",
+                    "kind": "victim_identification",
+                    "lon": BIG[0],
+                    "lat": BIG[1],
+                    "occurred_at": NOW,
+                }
+            ],
+        )
+    tile = client.get(
+        "/collections/events/tiles/WebMercatorQuad/4/5/7", headers=bearer(cells_keys["analyst"])
+    )
+    assert [
+        f["properties"]["count"] for f in mapbox_vector_tile.decode(tile.content)["events"]["features"]
+    ] == [11]

@@ -114,6 +114,78 @@ ALTER FUNCTION rutas_event_cells(double precision, geometry, timestamptz, timest
     OWNER TO {AGGREGATOR_ROLE};
 """
 
+# Pre-computed counts for low-zoom tiles: per cell of the tile grid at zoom level + 5 (32 cells per
+# tile side, EPSG:3857), per owner country and kind, for levels 0..7. Kept exact by statement
+# triggers on events (transition tables), whoever writes the events. Only the SECURITY DEFINER
+# function rutas_tile_cells reads it, and only returns sums of at least k.
+CELL_LEVELS = 8
+CELL_BASE_M = 40075016.68557849 / 2 ** (CELL_LEVELS - 1 + 5)
+CELL_COUNTS_SQL = f"""
+CREATE OR REPLACE FUNCTION rutas_cells_apply() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM event_cell_counts;
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO event_cell_counts AS c (level, gx, gy, owner_country, kind, n)
+        SELECT lv, b.gx >> ({CELL_LEVELS - 1} - lv), b.gy >> ({CELL_LEVELS - 1} - lv), b.owner_country,
+               b.kind, -count(*)
+        FROM (SELECT floor((ST_X(p) + 20037508.342789244) / {CELL_BASE_M!r})::int AS gx,
+                     floor((20037508.342789244 - ST_Y(p)) / {CELL_BASE_M!r})::int AS gy, owner_country, kind
+              FROM (SELECT ST_Transform(geom, 3857) AS p, owner_country, kind FROM old_rows
+                    WHERE abs(ST_Y(geom)) < 85.05) AS o) AS b
+        CROSS JOIN generate_series(0, {CELL_LEVELS - 1}) AS lv
+        GROUP BY 1, 2, 3, 4, 5
+        ON CONFLICT (level, gx, gy, owner_country, kind) DO UPDATE SET n = c.n + EXCLUDED.n;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO event_cell_counts AS c (level, gx, gy, owner_country, kind, n)
+        SELECT lv, b.gx >> ({CELL_LEVELS - 1} - lv), b.gy >> ({CELL_LEVELS - 1} - lv), b.owner_country,
+               b.kind, count(*)
+        FROM (SELECT floor((ST_X(p) + 20037508.342789244) / {CELL_BASE_M!r})::int AS gx,
+                     floor((20037508.342789244 - ST_Y(p)) / {CELL_BASE_M!r})::int AS gy, owner_country, kind
+              FROM (SELECT ST_Transform(geom, 3857) AS p, owner_country, kind FROM new_rows
+                    WHERE abs(ST_Y(geom)) < 85.05) AS o) AS b
+        CROSS JOIN generate_series(0, {CELL_LEVELS - 1}) AS lv
+        GROUP BY 1, 2, 3, 4, 5
+        ON CONFLICT (level, gx, gy, owner_country, kind) DO UPDATE SET n = c.n + EXCLUDED.n;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        DELETE FROM event_cell_counts WHERE n <= 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER events_cells_insert AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_cells_apply();
+CREATE TRIGGER events_cells_update AFTER UPDATE ON events
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_cells_apply();
+CREATE TRIGGER events_cells_delete AFTER DELETE ON events REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_cells_apply();
+CREATE TRIGGER events_cells_truncate AFTER TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_cells_apply();
+
+-- Cells of tile z/x/y (z < {CELL_LEVELS}) as pixel-grid indices 0..31 inside the tile, summed
+-- over the countries the caller may see aggregated, suppressed below k.
+CREATE OR REPLACE FUNCTION rutas_tile_cells(z integer, x integer, y integer, k integer)
+RETURNS TABLE (px integer, py integer, kind text, n bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT c.gx - x * 32, c.gy - y * 32, c.kind, sum(c.n)::bigint
+    FROM event_cell_counts c
+    WHERE c.level = z AND c.gx >= x * 32 AND c.gx < (x + 1) * 32
+      AND c.gy >= y * 32 AND c.gy < (y + 1) * 32
+      AND rutas_sees_aggregate(c.owner_country)
+    GROUP BY c.gx, c.gy, c.kind
+    HAVING sum(c.n) >= greatest(k, 1)
+$$;
+ALTER FUNCTION rutas_tile_cells(integer, integer, integer, integer) OWNER TO {AGGREGATOR_ROLE};
+REVOKE ALL ON FUNCTION rutas_tile_cells(integer, integer, integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rutas_tile_cells(integer, integer, integer, integer) TO {APP_ROLE};
+"""
+
 AUDIT_SQL = f"""
 CREATE OR REPLACE FUNCTION rutas_audit_canonical(a audit_log) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
@@ -250,6 +322,18 @@ def upgrade() -> None:
     op.execute(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}, {AGGREGATOR_ROLE}")
     op.execute(f"GRANT SELECT ON {', '.join(READ_TABLES)} TO {APP_ROLE}")
     op.execute(f"GRANT SELECT ON events TO {AGGREGATOR_ROLE}")
+    op.create_table(
+        "event_cell_counts",
+        sa.Column("level", sa.SmallInteger, primary_key=True),
+        sa.Column("gx", sa.Integer, primary_key=True),
+        sa.Column("gy", sa.Integer, primary_key=True),
+        sa.Column("owner_country", sa.CHAR(3), primary_key=True),
+        sa.Column("kind", sa.Text, primary_key=True),
+        sa.Column("n", sa.Integer, nullable=False),
+    )
+    op.execute("REVOKE ALL ON event_cell_counts FROM PUBLIC")
+    op.execute(f"GRANT SELECT ON event_cell_counts TO {AGGREGATOR_ROLE}")
+    op.execute(sa.text(CELL_COUNTS_SQL.replace(":", "\\:")))
     op.execute(CELLS_FUNCTION_SQL)
     op.execute(
         "REVOKE ALL ON FUNCTION rutas_event_cells(double precision, geometry, timestamptz, "
@@ -264,6 +348,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for trigger in ("insert", "update", "delete", "truncate"):
+        op.execute(f"DROP TRIGGER IF EXISTS events_cells_{trigger} ON events")
+    op.execute("DROP FUNCTION IF EXISTS rutas_tile_cells(integer, integer, integer, integer)")
+    op.execute("DROP FUNCTION IF EXISTS rutas_cells_apply()")
+    op.drop_table("event_cell_counts")
     op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM {APP_ROLE}")
     op.execute(
         "DROP FUNCTION IF EXISTS rutas_event_cells(double precision, geometry, timestamptz, "
