@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     border_near_km: float = 25.0
     node_tolerance_m: float = 20.0
     # an event's reach to the road network is its coordinate precision, kept within these bounds
-    snap_min_distance_m: float = 1_000.0
+    snap_min_distance_m: float = 2_000.0
     # radius in which the nearest border segment and crossing of an event are looked for
     snap_search_km: float = 100.0
     snap_chunk_rows: int = 50_000

@@ -128,10 +128,15 @@ def load_network(engine: Engine) -> Network:
 
 def morton_order(x: FloatArray, y: FloatArray) -> IntArray:
     """Order that sorts points along a Z-order curve, so neighbours are queried together."""
-    span_x = max(float(np.ptp(x)), 1e-12) if len(x) else 1.0
-    span_y = max(float(np.ptp(y)), 1e-12) if len(y) else 1.0
-    qx = ((x - np.min(x, initial=0)) / span_x * 65535).astype(np.uint64) if len(x) else x.astype(np.uint64)
-    qy = ((y - np.min(y, initial=0)) / span_y * 65535).astype(np.uint64) if len(y) else y.astype(np.uint64)
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.int64)
+
+    def quantise(v: FloatArray) -> npt.NDArray[np.uint64]:
+        span = max(float(np.ptp(v)), 1e-9)
+        scaled: FloatArray = np.clip((v - v.min()) / span * 65535, 0, 65535)
+        return scaled.astype(np.uint64)
+
+    qx, qy = quantise(x), quantise(y)
 
     def spread(v: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         v = (v | (v << np.uint64(8))) & np.uint64(0x00FF00FF)
@@ -404,24 +409,31 @@ def snap_pending(
     settings: Settings,
     *,
     network: Network | None = None,
+    redo: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> SnapReport:
     """Snap every event not yet snapped, or snapped against other layer versions, and store it.
 
     Works in chunks of ``settings.snap_chunk_rows`` events, each in its own transaction, so
-    an interrupted run resumes where it stopped. ``on_chunk(done, total)`` reports progress.
+    an interrupted run resumes where it stopped. ``redo`` snaps every event again (after a
+    change of the snapping settings). ``on_chunk(done, total)`` reports progress.
     """
     started = time.perf_counter()
     network = network if network is not None else load_network(engine)
     layers_json = json.dumps(network.layers, sort_keys=True)
     pending_sql = (
         "FROM events e LEFT JOIN event_snaps s ON s.event_id = e.id "
-        "WHERE (s.event_id IS NULL OR s.layers <> CAST(:layers AS jsonb))"
+        "WHERE (s.event_id IS NULL OR s.layers <> CAST(:layers AS jsonb) "
+        "OR s.snapped_at < CAST(:since AS timestamptz))"
     )
     report = SnapReport(layers=network.layers)
     with scoped(engine) as conn:
+        # with redo, every snap made before this run started is stale
+        since = conn.execute(sa.text("SELECT now()")).scalar_one() if redo else None
         report.pending = int(
-            conn.execute(sa.text(f"SELECT count(*) {pending_sql}"), {"layers": layers_json}).scalar_one()
+            conn.execute(
+                sa.text(f"SELECT count(*) {pending_sql}"), {"layers": layers_json, "since": since}
+            ).scalar_one()
         )
     last_id, done = -1, 0
     while True:
@@ -431,7 +443,7 @@ def snap_pending(
                     "SELECT e.id, ST_X(e.geom), ST_Y(e.geom), e.coord_precision_m "
                     f"{pending_sql} AND e.id > :last ORDER BY e.id LIMIT :limit"
                 ),
-                {"layers": layers_json, "last": last_id, "limit": settings.snap_chunk_rows},
+                {"layers": layers_json, "since": since, "last": last_id, "limit": settings.snap_chunk_rows},
             ).all()
             if not rows:
                 break

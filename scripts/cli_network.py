@@ -65,17 +65,17 @@ def _print_layer(report: LayerReport) -> None:
     out.print(table)
 
 
-def _snap(settings: Settings, *, quiet: bool) -> SnapReport:
+def _snap(settings: Settings, *, quiet: bool, redo: bool = False) -> SnapReport:
     engine = db.get_engine(settings)
     if quiet:
-        return snap_pending(engine, settings)
+        return snap_pending(engine, settings, redo=redo)
     with progress() as bar:
         task = bar.add_task("Ajustando eventos / snapping events", total=None)
 
         def step(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return snap_pending(engine, settings, on_chunk=step)
+        return snap_pending(engine, settings, redo=redo, on_chunk=step)
 
 
 def _print_summary(numbers: dict[str, Any]) -> None:
@@ -130,11 +130,14 @@ def register(app: typer.Typer) -> None:
     @app.command("snap")
     @friendly_errors
     def snap(
+        redo: Annotated[
+            bool, typer.Option("--all", help="Snap every event again (after changing the snapping settings)")
+        ] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print the snapping report as JSON")] = False,
     ) -> None:
         """Snap the events not yet snapped (or snapped to older layers) onto roads, borders, crossings."""
         settings = get_settings()
-        report = _snap(settings, quiet=json_out)
+        report = _snap(settings, quiet=json_out, redo=redo)
         if json_out:
             print_json({**report.as_record(), "summary": summary(db.get_engine(settings), settings)})
             return

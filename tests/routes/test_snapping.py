@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
@@ -126,6 +127,11 @@ def test_nearest_lines_agrees_with_brute_force_on_ties() -> None:
     index, distance = nearest_lines(np.array([3.0, 25.0, 100.0]), np.array([3.0, 24.0, 100.0]), lines, 50.0)
     assert index.tolist() == [0, 3, -1]
     assert distance[0] == pytest.approx(3.0) and np.isnan(distance[2])
+    # a single point, far from the origin, is ordered without numeric warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        single, _ = nearest_lines(np.array([2.5e6]), np.array([-1.5e6]), lines, None)
+    assert single.tolist() == [3]
 
 
 def test_snap_pending_stores_incrementally_with_layer_versions(
@@ -180,3 +186,7 @@ def test_snap_pending_stores_incrementally_with_layer_versions(
         used = conn.execute(sa.text("SELECT DISTINCT layers FROM event_snaps")).scalars().all()
     assert len(used) == 1 and used[0]["borders"] == new.layer_id
     assert json.loads(json.dumps(used[0])) == load_network(engine).layers
+
+    # after a change of the snapping settings, --all redoes every event once
+    assert snap_pending(engine, settings, redo=True).pending == 4
+    assert snap_pending(engine, settings).pending == 0
