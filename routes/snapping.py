@@ -523,7 +523,7 @@ def summary(engine: Engine, settings: Settings, top: int = 10) -> dict[str, Any]
             conn.execute(
                 sa.text(
                     "SELECT c.id, c.name, c.official, c.country_a, c.country_b, count(*) AS events, "
-                    "round(avg(s.crossing_distance_m)::numeric / 1000, 1) AS mean_km "
+                    "round(avg(s.crossing_distance_m)::numeric / 1000, 1)::float8 AS mean_km "
                     "FROM event_snaps s JOIN crossings c ON c.id = s.crossing_id "
                     "WHERE s.crossing_distance_m <= :near GROUP BY c.id ORDER BY events DESC, c.id LIMIT :top"
                 ),
