@@ -112,6 +112,9 @@ def analyse(events: pd.DataFrame, edges: gpd.GeoDataFrame, params: AnalysisParam
             segments: gpd.GeoDataFrame | None = None) -> Analysis:
     """Emerging routes of the events on the road network.
 
+    Segment units are neighbours along the network (``neighbour_km``); off-network H3 cells
+    are neighbours of cells within the rings that cover ``neighbour_km``, not of segments.
+
     Parameters
     ----------
     events
@@ -148,6 +151,9 @@ def analyse(events: pd.DataFrame, edges: gpd.GeoDataFrame, params: AnalysisParam
     cube = build_cube(events, segments, slice=params.slice, filters=filters, weight=weight,
                       h3_resolution=params.h3_resolution)
     lap("cube")
+    if cube.n_units == 0:
+        raise InputError("No event falls in the period and filters given: widen them.",
+                         "Ningún evento cae en el periodo y los filtros dados: amplíelos.", code="empty")
     w_net = network_neighbours(segments, params.neighbour_km, cube.segments)
     w_h3 = h3_neighbours(cube.cells, params.h3_resolution, params.neighbour_km)
     weights = sparse.csr_matrix(sparse.block_diag([w_net, w_h3], format="csr"),
@@ -165,8 +171,5 @@ def analyse(events: pd.DataFrame, edges: gpd.GeoDataFrame, params: AnalysisParam
     keys = match_routes(routes, previous)
     routes = routes.join(keys)
     lap("routes")
-    if cube.n_units == 0:
-        raise InputError("No event falls in the period and filters given.",
-                         "Ningún evento cae en el periodo y filtros dados.", code="empty")
     return Analysis(params=params, segments=segments, cube=cube, weights=weights, gi=gi, trend=trend,
                     categories=categories, routes=routes, timings_s=timings)

@@ -25,7 +25,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from routes.cube import Cube
-from routes.emerging import HOT_CATEGORIES, mann_kendall
+from routes.emerging import CATEGORIES, HOT_CATEGORIES, mann_kendall
 from routes.segments import GEOD, geodesic_length_m, segment_adjacency
 
 BRIDGE = "bridge"
@@ -258,7 +258,9 @@ def extract_routes(segments: gpd.GeoDataFrame, cube: Cube, categories: npt.NDArr
     })
     weights = share_frame.groupby(["route", "category"])["length"].sum().unstack(fill_value=0)
     weights = weights.reindex(range(n_routes), fill_value=0.0)
+    # Ties go to the category listed first in CATEGORIES (new before consecutive, ...).
     ranked = weights.drop(columns=[BRIDGE], errors="ignore")
+    ranked = ranked[[c for c in CATEGORIES if c in ranked.columns]]
     dominant = ranked.idxmax(axis=1) if n_routes else pd.Series(dtype=str)
     shares = weights.div(weights.sum(axis=1), axis=0)
     share_dicts = [{k: round(float(v), 4) for k, v in row.items() if v > 0}

@@ -183,6 +183,17 @@ def test_cube_counts_units_with_events_only() -> None:
     assert weighted.values[0].tolist() == [2, 0, 3] and weighted.values[1].tolist() == [0, 0, 1]
 
 
+def test_weekly_cube() -> None:
+    edges = make_edges([[(0.0, 0.0), (0.2246, 0.0)], [(0.2246, 0.0), (0.25, 0.0)]], [(1, 2), (2, 3)])
+    seg = cut_segments(edges, 10.0)
+    cube = build_cube(events_frame(), seg, slice="week", filters=CubeFilter(
+        since=pd.Timestamp("2024-02-01"), until=pd.Timestamp("2024-03-02")))
+    # Weeks start on Monday 2024-01-29; events of 10, 11 Feb and 1 Mar fall in weeks 1, 1 and 4.
+    assert cube.slice_starts[0] == pd.Timestamp("2024-01-29", tz="UTC") and cube.n_slices == 5
+    assert sorted(cube.event_slice.tolist()) == [1, 1, 4]
+    assert cube.values.sum() == 3
+
+
 def test_cube_filters() -> None:
     edges = make_edges([[(0.0, 0.0), (0.2246, 0.0)], [(0.2246, 0.0), (0.25, 0.0)]], [(1, 2), (2, 3)])
     seg = cut_segments(edges, 10.0)

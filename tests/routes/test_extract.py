@@ -78,6 +78,17 @@ def test_gap_wider_than_allowed_splits_the_route() -> None:
     assert len(none) == 0
 
 
+def test_gap_of_one_segment() -> None:
+    segments = cut_segments(straight_road(), 15.0)
+    cube = make_cube(np.arange(8), rising(8))
+    cats = CATS.copy()
+    cats[4] = "sporadic_hot"  # the gap is now segment 3 alone
+    bridged = extract_routes(segments, cube, cats, RouteParams(gap_segments=1))
+    assert bridged["segments"].tolist() == [[0, 1, 2, 3, 4, 5, 6]]
+    apart = extract_routes(segments, cube, cats, RouteParams(gap_segments=0))
+    assert sorted(map(tuple, apart["segments"])) == [(0, 1, 2), (4, 5, 6)]
+
+
 def test_bridge_runs_through_segments_without_events() -> None:
     segments = cut_segments(straight_road(), 15.0)
     units = np.array([0, 1, 2, 5, 6])  # segments 3 and 4 had no event: not units of the cube

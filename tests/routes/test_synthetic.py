@@ -112,3 +112,26 @@ def test_scenarios_are_reproducible(edges: gpd.GeoDataFrame) -> None:
 def test_unknown_countries_are_refused(data_dir: Path) -> None:
     with pytest.raises(InputError, match="ISO3"):
         globalmap_edges(data_dir, ["El Salvador"])
+
+
+def test_parameters_come_from_settings_and_are_checked(scenario: Scenario) -> None:
+    from geodata.settings import Settings
+
+    settings = Settings(segment_km=2.0, neighbour_km=8.0, alpha=0.01)
+    params = AnalysisParams.from_settings(settings, time_step=2, gap_segments=None)
+    assert params.as_record() == {"segment_km": 2.0, "neighbour_km": 8.0, "time_step": 2, "slice": "month",
+                                  "alpha": 0.01, "gap_segments": 2, "h3_resolution": 5}
+    with pytest.raises(InputError, match="gap_segments=-1"):
+        analyse(scenario.events, scenario.edges, AnalysisParams(gap_segments=-1))
+    with pytest.raises(InputError, match="No event"):
+        analyse(scenario.events, scenario.edges, filters=CubeFilter(
+            since=pd.Timestamp("2030-01-01"), until=pd.Timestamp("2030-06-01")))
+
+
+def test_city_scale_parameters_work(scenario: Scenario) -> None:
+    """Short segments and a short reach (a city's values) find the same routes and categories."""
+    found, _, spurious = recovered(scenario, AnalysisParams(segment_km=2.0, neighbour_km=5.0))
+    assert (found["share"] >= 0.9).all(), found
+    assert dict(zip(found["behaviour"], found["category"], strict=True)) == {
+        **EXPECTED, "new": "consecutive_hot"}
+    assert spurious < 0.01
