@@ -63,10 +63,11 @@ def _check_edges(edges: gpd.GeoDataFrame) -> None:
 def cut_segments(edges: gpd.GeoDataFrame, segment_km: float) -> gpd.GeoDataFrame:
     """Road edges cut into equal pieces no longer than ``segment_km``.
 
-    An edge of length L becomes ``ceil(L / segment_km)`` pieces of equal share of the edge
+    An edge of length L becomes ``ceil(L / segment_km)`` pieces of equal length in metres
     (an edge shorter than ``segment_km`` stays whole). Pieces are cut at equal fractions of
-    the edge's planar length in lon/lat, the same fraction that snapping reports, so an event
-    at ``fraction`` f lies on piece ``floor(f * pieces)``.
+    the edge's geodesic length, the fraction in metres that snapping reports, so an event
+    at ``fraction`` f lies on piece ``floor(f * pieces)``. Between two vertices a cut point is
+    placed linearly in lon/lat (vertices of road lines are close together).
 
     Parameters
     ----------
@@ -103,24 +104,26 @@ def cut_segments(edges: gpd.GeoDataFrame, segment_km: float) -> gpd.GeoDataFrame
     f0 = piece / pieces[edge_row]
     f1 = (piece + 1) / pieces[edge_row]
 
-    # Vertices of every edge with their fraction along it (planar, as shapely and PostGIS locate).
+    # Vertices of every edge with their fraction of the edge's geodesic length, the fraction
+    # snapping measures in metres.
     coords, owner = shapely.get_coordinates(geoms, return_index=True)
     step = np.zeros(len(coords))
     same = owner[1:] == owner[:-1]
-    step[1:][same] = np.hypot(*(coords[1:] - coords[:-1]).T)[same]
+    _, _, step_m = GEOD.inv(coords[:-1, 0], coords[:-1, 1], coords[1:, 0], coords[1:, 1])
+    step[1:][same] = step_m[same]
     cum = np.cumsum(step)
     start_of = np.searchsorted(owner, np.arange(n_edges))
     cum -= cum[start_of[owner]]
     total = np.bincount(owner, weights=step, minlength=n_edges)
-    vfrac = cum / np.where(total[owner] > 0, total[owner], 1.0)
+    vfrac = np.clip(cum / np.where(total[owner] > 0, total[owner], 1.0), 0.0, 1.0)
 
     # Interior vertices go to the piece holding them; cut points close one piece and open the next.
     seg_first = first[owner]
     vpiece = np.minimum((vfrac * pieces[owner]).astype(np.int64), pieces[owner] - 1)
     interior = (vfrac > 1e-12) & (vfrac < 1 - 1e-12)
     interior &= np.abs(vfrac * pieces[owner] - np.round(vfrac * pieces[owner])) > 1e-9
-    start_pts = shapely.get_coordinates(shapely.line_interpolate_point(geoms[edge_row], f0, normalized=True))
-    end_pts = shapely.get_coordinates(shapely.line_interpolate_point(geoms[edge_row], f1, normalized=True))
+    start_pts = _point_at(coords, owner, vfrac, edge_row, f0)
+    end_pts = _point_at(coords, owner, vfrac, edge_row, f1)
     n_seg = len(edge_row)
     seg_ids = np.arange(n_seg)
     all_xy = np.concatenate([start_pts, coords[interior], end_pts])
@@ -154,6 +157,24 @@ def cut_segments(edges: gpd.GeoDataFrame, segment_km: float) -> gpd.GeoDataFrame
     if "country" in edges.columns:
         out["country"] = edges["country"].to_numpy()[edge_row]
     return gpd.GeoDataFrame(out, geometry=lines, crs="EPSG:4326")
+
+
+def _point_at(coords: npt.NDArray[np.float64], owner: npt.NDArray[np.int64], vfrac: npt.NDArray[np.float64],
+              edge_row: npt.NDArray[np.int64], fraction: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Lon/lat of the points at ``fraction`` of the geodesic length of edges ``edge_row``.
+
+    Vertices are sorted by edge then fraction, so ``owner * 2 + vfrac`` increases along the
+    array and one ``searchsorted`` finds the vertex pair around every point.
+    """
+    key = owner * 2.0 + vfrac
+    at = np.searchsorted(key, edge_row * 2.0 + fraction, side="right") - 1
+    last = np.searchsorted(owner, edge_row, side="right") - 1
+    at = np.clip(at, np.searchsorted(owner, edge_row), np.maximum(last - 1, 0))
+    nxt = np.minimum(at + 1, last)
+    span = vfrac[nxt] - vfrac[at]
+    t = np.clip(np.where(span > 0, (fraction - vfrac[at]) / np.where(span > 0, span, 1.0), 0.0), 0.0, 1.0)
+    out: npt.NDArray[np.float64] = coords[at] + (coords[nxt] - coords[at]) * t[:, None]
+    return out
 
 
 def assign_events(segments: gpd.GeoDataFrame, edge_id: npt.ArrayLike,
