@@ -217,3 +217,37 @@ def infer_crossings(
         geometry=centres,
         crs=WGS84,
     )
+
+
+PLACE_NAME_COLUMNS = ("name", "nameascii", "nombre", "nome")
+
+
+def name_after_places(
+    crossings: gpd.GeoDataFrame, places_file: Path, *, within_m: float = 30_000.0
+) -> gpd.GeoDataFrame:
+    """Crossings without a name take the name of the nearest place within ``within_m`` metres.
+
+    ``places_file`` is a point layer with a name column (e.g. Natural Earth populated places).
+    Distances are measured in an azimuthal equidistant projection centred on the crossings.
+    """
+    unnamed = crossings["name"].isna().to_numpy()
+    if not unnamed.any():
+        return crossings
+    places = _read(places_file)
+    column = _column(places, PLACE_NAME_COLUMNS)
+    if column is None or places.empty:
+        raise InputError(
+            f"{places_file.name}: a places layer needs a name column "
+            f"(one of {', '.join(PLACE_NAME_COLUMNS)}).",
+            f"{places_file.name}: una capa de lugares necesita una columna de nombre.",
+            code="no_name_column",
+        )
+    points = np.asarray(crossings.geometry.values)
+    crs = local_metric_crs(shapely.get_x(points), shapely.get_y(points))
+    here = transform_geoms(points[unnamed], WGS84, crs)
+    there = transform_geoms(shapely.centroid(np.asarray(places.geometry.values)), WGS84, crs)
+    which, nearest = shapely.STRtree(there).query_nearest(here, max_distance=within_m, all_matches=False)
+    names = crossings["name"].to_numpy(dtype=object).copy()
+    target = np.flatnonzero(unnamed)[which]
+    names[target] = places[column].to_numpy(dtype=object)[nearest]
+    return crossings.assign(name=names)

@@ -142,7 +142,7 @@ def load_roads(
             ),
         )
         _retire(conn, "roads", layer_id)
-        report.inferred_crossings = _refresh_inferred_crossings(conn)
+        report.inferred_crossings = _refresh_inferred_crossings(conn, settings)
     return report
 
 
@@ -177,7 +177,7 @@ def load_borders(engine: Engine, path: Path, *, settings: Settings, source: str 
             ),
         )
         _retire(conn, "borders", layer_id)
-        report.inferred_crossings = _refresh_inferred_crossings(conn)
+        report.inferred_crossings = _refresh_inferred_crossings(conn, settings)
         _fill_crossing_countries(conn, settings.border_near_km * 1000.0)
     return report
 
@@ -300,8 +300,11 @@ def _retire(conn: Connection, kind: str, new_id: int) -> None:
     conn.execute(sa.text("UPDATE reference_layers SET active = true WHERE id = :new"), {"new": new_id})
 
 
-def _refresh_inferred_crossings(conn: Connection) -> int | None:
-    """Recompute crossings where active roads meet active borders; ``None`` when one is missing."""
+def _refresh_inferred_crossings(conn: Connection, settings: Settings) -> int | None:
+    """Recompute crossings where active roads meet active borders; ``None`` when one is missing.
+
+    With ``settings.crossing_places_file``, each takes the name of the nearest place (30 km).
+    """
     layers = active_layers(conn)
     if "roads" not in layers or "borders" not in layers:
         return None
@@ -321,6 +324,8 @@ def _refresh_inferred_crossings(conn: Connection) -> int | None:
         params={"b": layers["borders"]},
     )
     inferred = borders_mod.infer_crossings(roads, border)
+    if settings.crossing_places_file is not None and len(inferred):
+        inferred = borders_mod.name_after_places(inferred, settings.crossing_places_file)
     report = LayerReport(
         "inferred_crossings", "", f"roads layer {layers['roads']} x borders layer {layers['borders']}", ""
     )

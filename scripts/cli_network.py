@@ -93,7 +93,10 @@ def _print_summary(numbers: dict[str, Any]) -> None:
         title=f"Pasos con más eventos a menos de {numbers['near_km']:g} km / top crossings",
     )
     for row in numbers["top_crossings"]:
-        name = row["name"] or f"inferido / inferred #{row['id']}"
+        if row["official"]:
+            name = row["name"] or f"#{row['id']}"
+        else:  # an inferred crossing is named after the nearest place, if any
+            name = f"cerca de / near {row['name']}" if row["name"] else f"inferido / inferred #{row['id']}"
         pair = "-".join(c for c in (row["country_a"], row["country_b"]) if c)
         table.add_row(
             name, "sí / yes" if row["official"] else "no", pair, str(row["events"]), str(row["mean_km"])
@@ -151,9 +154,13 @@ def demo_stage(settings: Settings) -> None:
         raise InputError(
             "The data dir is not set: set RUTAS_DATA_DIR.", "Defina RUTAS_DATA_DIR.", code="no_data_dir"
         )
+    # inferred crossings are named after the nearest Natural Earth populated place
+    data_dir = settings.data_dir
+    places = data_dir / "natural_earth/ne_10m_populated_places_latam.geojson"
+    settings = settings.model_copy(update={"crossing_places_file": places})
     for layer, relative, source in DEMO_LAYERS:
         with console.status(f"Cargando / loading {layer}"):
-            report = load_layer(settings, layer, settings.data_dir / relative, source=source)
+            report = load_layer(settings, layer, data_dir / relative, source=source)
         extra = ""
         if layer == "roads":
             d = report.details

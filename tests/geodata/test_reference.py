@@ -37,7 +37,9 @@ def test_roads_borders_crossings_load_with_provenance(
 ) -> None:
     roads = country_roads_file(data_dir, tmp_path, "SLV")
     r = reference.load_roads(engine, roads, settings=settings, source="Global Map El Salvador")
-    b = reference.load_borders(engine, data_dir / BORDERS, settings=settings)
+    places = data_dir / "natural_earth/ne_10m_populated_places_latam.geojson"
+    named = settings.model_copy(update={"crossing_places_file": places})
+    b = reference.load_borders(engine, data_dir / BORDERS, settings=named)
     c = reference.load_crossings(engine, data_dir / PORTS, settings=settings)
     with engine.connect() as conn:
         row = conn.execute(
@@ -84,8 +86,11 @@ def test_roads_borders_crossings_load_with_provenance(
         ).scalar_one()
         assert mex == 28
         inferred = conn.execute(sa.text("SELECT count(*) FROM crossings WHERE NOT official")).scalar_one()
+        # inferred crossings are named after the nearest populated place within 30 km, if any
+        names = set(conn.execute(sa.text("SELECT name FROM crossings WHERE NOT official")).scalars())
     assert b.feature_count > 1000 and c.feature_count == 110
     assert b.inferred_crossings == inferred > 0
+    assert len(names - {None}) >= 1 and None in names
     edges = read_edges(engine)
     assert list(edges.columns) == [
         "id",
@@ -124,7 +129,7 @@ def test_reloading_replaces_the_layer_and_failures_keep_the_old_one(
     assert _state(engine) == before
 
     # a failure inside the transaction (after the new rows are written) rolls everything back
-    def fail(conn: object) -> None:
+    def fail(*args: object) -> None:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(reference, "_refresh_inferred_crossings", fail)
