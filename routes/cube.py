@@ -148,7 +148,8 @@ def build_cube(events: pd.DataFrame, segments: gpd.GeoDataFrame, *, slice: str =
         ``"month"`` or ``"week"``.
     filters
         Period, crime types, event kinds and owner countries; the period defaults to the
-        events' first and last dates.
+        events' first and last dates. Events of several crime types are refused unless the
+        crime types are named (trafficking and smuggling are never merged by default).
     weight
         Column summed per bin instead of counting events (e.g. persons involved); missing
         values count as 1.
@@ -177,6 +178,17 @@ def build_cube(events: pd.DataFrame, segments: gpd.GeoDataFrame, *, slice: str =
         keep &= _isin(events["kind"], filters.kinds)
     if filters.crime_types:
         keep &= _isin(events["crime_type"], filters.crime_types)
+    elif "crime_type" in events.columns:
+        kinds_of_crime = sorted(events["crime_type"].dropna().astype(str).unique())
+        if len(kinds_of_crime) > 1:
+            # Trafficking and smuggling are distinct crimes: mixed only when the user asks.
+            raise InputError(
+                f"The events hold several crime types ({', '.join(kinds_of_crime)}); choose one, or name "
+                "all of them to analyse them together.",
+                f"Los eventos tienen varios tipos de delito ({', '.join(kinds_of_crime)}); elija uno, o "
+                "nómbrelos todos para analizarlos juntos.",
+                code="mixed_crime_types",
+            )
     if filters.owner_countries:
         keep &= _isin(events["owner_country"], filters.owner_countries)
     since = filters.since if filters.since is not None else when[keep].min()

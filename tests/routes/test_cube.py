@@ -173,7 +173,8 @@ def events_frame() -> pd.DataFrame:
 def test_cube_counts_units_with_events_only() -> None:
     edges = make_edges([[(0.0, 0.0), (0.2246, 0.0)], [(0.2246, 0.0), (0.25, 0.0)]], [(1, 2), (2, 3)])
     seg = cut_segments(edges, 10.0)
-    period = CubeFilter(since=pd.Timestamp("2024-01-01"), until=pd.Timestamp("2024-04-01"))
+    period = CubeFilter(since=pd.Timestamp("2024-01-01"), until=pd.Timestamp("2024-04-01"),
+                        crime_types=("smuggling_of_migrants", "trafficking_in_persons"))
     cube = build_cube(events_frame(), seg, filters=period)
     assert cube.n_slices == 3
     # Segment 1 (middle of edge 1) never had an event: it is not a unit.
@@ -189,7 +190,8 @@ def test_weekly_cube() -> None:
     edges = make_edges([[(0.0, 0.0), (0.2246, 0.0)], [(0.2246, 0.0), (0.25, 0.0)]], [(1, 2), (2, 3)])
     seg = cut_segments(edges, 10.0)
     cube = build_cube(events_frame(), seg, slice="week", filters=CubeFilter(
-        since=pd.Timestamp("2024-02-01"), until=pd.Timestamp("2024-03-02")))
+        since=pd.Timestamp("2024-02-01"), until=pd.Timestamp("2024-03-02"),
+        crime_types=("smuggling_of_migrants",)))
     # Weeks start on Monday 2024-01-29; events of 10, 11 Feb and 1 Mar fall in weeks 1, 1 and 4.
     assert cube.slice_starts[0] == pd.Timestamp("2024-01-29", tz="UTC") and cube.n_slices == 5
     assert sorted(cube.event_slice.tolist()) == [1, 1, 4]
@@ -207,9 +209,16 @@ def test_cube_filters() -> None:
     trafficking = build_cube(events_frame(), seg, filters=CubeFilter(crime_types=("trafficking_in_persons",)))
     assert trafficking.event_ids.tolist() == [6] and trafficking.values.tolist() == [[1.0]]
     with pytest.raises(InputError, match="No event"):
-        build_cube(events_frame(), seg, filters=CubeFilter(owner_countries=("GTM",)))
+        build_cube(events_frame(), seg, filters=CubeFilter(owner_countries=("GTM",),
+                                                            crime_types=("smuggling_of_migrants",)))
     with pytest.raises(InputError, match="fraction"):
         build_cube(events_frame().drop(columns="fraction"), seg)
+    # Trafficking and smuggling are never merged unless both are asked for.
+    with pytest.raises(InputError, match="several crime types"):
+        build_cube(events_frame(), seg)
+    both = build_cube(events_frame(), seg, filters=CubeFilter(
+        crime_types=("smuggling_of_migrants", "trafficking_in_persons")))
+    assert len(both.event_ids) == 6
 
 
 def test_h3_neighbours_by_ring() -> None:
