@@ -150,3 +150,16 @@ def test_route_keys_are_stable_across_runs() -> None:
     # A route sharing nothing with the previous run is new.
     fresh = match_routes(second, first.iloc[:0][["route_key", "member_keys"]])
     assert not fresh["seen_before"].any()
+
+
+def test_adjacent_hot_cells_off_the_network_make_a_route() -> None:
+    segments = cut_segments(straight_road(), 15.0)
+    home = h3i.latlng_to_cell(5.0, -75.0, 5)
+    cells = np.array([home, h3i.grid_ring(home, 1)[0]], dtype=np.uint64).astype(np.int64)
+    cube = make_cube(np.array([], dtype=np.int64), rising(2), cells)
+    routes = extract_routes(segments, cube, np.array(["new_hot", "sporadic_hot"]))
+    assert len(routes) == 1
+    route = routes.iloc[0]
+    assert route.geometry.geom_type == "LineString" and 12_000 < route.length_m < 25_000
+    assert route.segments == [] and len(route.member_keys) == 2
+    assert route.counts == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
