@@ -2,10 +2,12 @@
 
 The batch row, its events and its report are written in a single transaction: if the
 process is killed or the connection drops, PostgreSQL rolls everything back and nothing of
-the batch remains. Rows are streamed chunk by chunk with ``COPY ... FROM STDIN`` (CSV) into
-a temporary table, then moved with ``INSERT ... ON CONFLICT DO NOTHING`` on the dedupe rule
-``(owner_country, source, dedupe_key)``: loading the same records again adds nothing and
-counts them as duplicates.
+the batch remains. Rows are streamed chunk by chunk straight into ``events`` with
+``COPY ... FROM STDIN`` (CSV). Before each chunk is copied, its dedupe keys
+``(owner_country, source, dedupe_key)`` are looked up in the store (which already holds the
+batch's earlier chunks, as the transaction sees its own writes); a transaction-level advisory
+lock per source keeps two loaders of one source from racing. Loading the same records again
+adds nothing and counts them as duplicates.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
@@ -29,7 +37,7 @@ from geodata.db import Scope, scoped
 from geodata.errors import InputError, Problem, RutasError
 from geodata.ingest.columns import read_mapping, recognise
 from geodata.ingest.readers import Source, open_source, scan_file
-from geodata.ingest.validate import STAGE_COLUMNS, Checked, Context, check_chunk
+from geodata.ingest.validate import STAGE_COLUMNS, Context, check_chunk
 from geodata.settings import Settings
 from geodata.tables import EVENT_KINDS
 
@@ -38,21 +46,13 @@ log = logging.getLogger(__name__)
 OnLoaded = Callable[[Connection, int], None]
 Progress = Callable[[int, int], None]
 
-_STAGE_DDL = """
-CREATE TEMP TABLE ingest_stage (
-    kind text, crime_type text, occurred_at timestamptz, occurred_text text, date_precision text,
-    owner_country char(3), location_country char(3), geom geometry(Point, 4326),
-    coord_precision_m double precision, coordinate_fix text, dead integer, missing integer,
-    survivors integer, victims integer, nationalities text[], attributes jsonb, source text,
-    source_record_id text, dedupe_key text, source_row integer
-) ON COMMIT DROP
+_COLUMN_LIST = ", ".join((*STAGE_COLUMNS, "batch_id"))
+_COPY = f"COPY events ({_COLUMN_LIST}) FROM STDIN (FORMAT csv)"
+#: Keys of a chunk already in the store, this batch's earlier chunks included (own writes).
+_EXISTING = """
+SELECT k.owner, k.key FROM unnest(%s::char(3)[], %s::text[]) AS k(owner, key)
+JOIN events e ON e.owner_country = k.owner AND e.source = %s AND e.dedupe_key = k.key
 """
-_COLUMN_LIST = ", ".join(STAGE_COLUMNS)
-_MOVE = sa.text(
-    f"INSERT INTO events ({_COLUMN_LIST}, batch_id) "
-    f"SELECT {_COLUMN_LIST}, :batch_id FROM ingest_stage ORDER BY source_row "
-    "ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING"
-)
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
 
 
@@ -194,12 +194,105 @@ def ingest_file(
                  on_loaded=on_loaded, progress=progress, max_problems=settings.ingest_max_reported_problems)
 
 
-def _copy_chunk(cursor: Any, checked: Checked) -> None:
-    table = pa.Table.from_pandas(checked.rows, preserve_index=False)
+@dataclass
+class _Dedupe:
+    """Finds duplicates of a batch's rows: earlier in the batch, or already in the store.
+
+    When the store held no record of the source before the batch, only keys whose 64-bit hash
+    matches a key this batch already loaded are looked up (exactly) in the store, so a first
+    load pays no lookup per row; otherwise every key is looked up.
+    """
+
+    source: str
+    store_has_source: bool
+    seen: npt.NDArray[np.uint64] = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+
+    def fresh(self, cursor: Any, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows whose key is new, remembering them as loaded."""
+        rows = rows[~rows.duplicated(["owner_country", "dedupe_key"])]
+        if len(rows) == 0:
+            return rows
+        joined = rows["owner_country"] + "\x1f" + rows["dedupe_key"]
+        hashes = pd.util.hash_array(joined.to_numpy(dtype=object))
+        if self.store_has_source:
+            ask = np.ones(len(rows), dtype=bool)
+        else:
+            at = np.clip(np.searchsorted(self.seen, hashes), 0, max(len(self.seen) - 1, 0))
+            ask = (self.seen[at] == hashes) if len(self.seen) else np.zeros(len(rows), dtype=bool)
+        keep = np.ones(len(rows), dtype=bool)
+        if ask.any():
+            asked = rows[ask]
+            cursor.execute(_EXISTING, (asked["owner_country"].tolist(), asked["dedupe_key"].tolist(),
+                                       self.source))
+            found = cursor.fetchall()
+            if found:
+                keys = pd.MultiIndex.from_arrays([asked["owner_country"], asked["dedupe_key"]])
+                keep[np.flatnonzero(ask)[keys.isin(pd.MultiIndex.from_tuples(found))]] = False
+        self.seen = np.union1d(self.seen, hashes[keep])
+        return rows[keep]
+
+
+def _copy_rows(cursor: Any, rows: pd.DataFrame, batch_id: int) -> None:
+    table = pa.Table.from_pandas(rows.assign(batch_id=batch_id), preserve_index=False)
     buffer = io.BytesIO()
     pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
-    with cursor.copy(f"COPY ingest_stage ({_COLUMN_LIST}) FROM STDIN (FORMAT csv)") as copy:
+    with cursor.copy(_COPY) as copy:
         copy.write(buffer.getbuffer())
+
+
+class _Writer:
+    """Stores checked chunks on a second thread while the next chunk is read and checked.
+
+    The database applies a chunk (index upkeep) while Python parses the next one; at most two
+    chunks wait in the queue, so memory stays bounded. The thread owns the connection until
+    the context ends; an error on it is raised again in the caller's thread.
+    """
+
+    def __init__(self, cursor: Any, dedupe: _Dedupe, report: BatchReport) -> None:
+        self.cursor = cursor
+        self.dedupe = dedupe
+        self.report = report
+        self.queue: queue.Queue[pd.DataFrame | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="rutas-ingest-copy", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def put(self, rows: pd.DataFrame) -> None:
+        """Queue a chunk's rows (raises the writer's error, if it failed)."""
+        while True:
+            self._raise()
+            try:
+                self.queue.put(rows, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            while (rows := self.queue.get()) is not None:
+                fresh = self.dedupe.fresh(self.cursor, rows)
+                self.report.duplicates += len(rows) - len(fresh)
+                if len(fresh):
+                    _copy_rows(self.cursor, fresh, int(self.report.batch_id or 0))
+                    self.report.accepted += len(fresh)
+        except BaseException as exc:  # handed to the caller's thread
+            self.error = exc
+            while self.queue.get() is not None:  # let the producer finish
+                pass
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if kind is None:
+            self._raise()
 
 
 def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: bool, loaded_by: str,
@@ -219,24 +312,27 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
                  "source": ctx.source, "by": loaded_by},
             ).scalar_one()
             report.batch_id = int(batch_id)
-            conn.execute(sa.text(_STAGE_DDL))
+            # One loader per source at a time: the duplicate check below then stays exact.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:source, 0))"),
+                         {"source": ctx.source})
+            dedupe = _Dedupe(source=ctx.source, store_has_source=bool(conn.execute(
+                sa.text("SELECT EXISTS (SELECT 1 FROM events WHERE source = :source)"),
+                {"source": ctx.source}).scalar()))
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            staged = 0
-            for chunk in _chunks(opened):
-                checked = check_chunk(chunk, ctx)
-                report.rows_read += len(chunk.frame)
-                report.rejected += checked.rejected
-                report.fixed += checked.fixed
-                report.errors_total += len(checked.problems)
-                room = max_problems - len(report.errors)
-                report.errors.extend(checked.problems[:max(room, 0)])
-                ambiguous_total += len(checked.ambiguous_rows)
-                ambiguous.extend(checked.ambiguous_rows[:max(20 - len(ambiguous), 0)])
-                if len(checked.rows):
-                    _copy_chunk(cursor, checked)
-                    staged += len(checked.rows)
-                if progress is not None:
-                    progress(opened.position(), opened.size_bytes)
+            with _Writer(cursor, dedupe, report) as writer:
+                for chunk in _chunks(opened):
+                    checked = check_chunk(chunk, ctx)
+                    report.rows_read += len(chunk.frame)
+                    report.rejected += checked.rejected
+                    report.fixed += checked.fixed
+                    report.errors_total += len(checked.problems)
+                    room = max_problems - len(report.errors)
+                    report.errors.extend(checked.problems[:max(room, 0)])
+                    ambiguous_total += len(checked.ambiguous_rows)
+                    ambiguous.extend(checked.ambiguous_rows[:max(20 - len(ambiguous), 0)])
+                    writer.put(checked.rows)
+                    if progress is not None:
+                        progress(opened.position(), opened.size_bytes)
             if report.rows_read == 0:
                 raise InputError(
                     f"{opened.name}: the file has a header but no data rows.",
@@ -254,8 +350,6 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
                     code="strict_rejected",
                     problems=report.errors,
                 )
-            report.accepted = int(conn.execute(_MOVE, {"batch_id": report.batch_id}).rowcount)
-            report.duplicates = staged - report.accepted
             report.notes = _notes(opened.name, ctx, ambiguous, ambiguous_total, report)
             report.seconds = time.perf_counter() - started
             conn.execute(
@@ -268,7 +362,7 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
             )
             if on_loaded is not None:
                 on_loaded(conn, report.batch_id)
-    except sa.exc.OperationalError as exc:
+    except (sa.exc.OperationalError, psycopg.OperationalError) as exc:
         raise RutasError(
             f"{opened.name}: the connection to the database was lost while loading; nothing of this "
             "file was stored. Load it again.",

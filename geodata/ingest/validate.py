@@ -227,30 +227,41 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
     inside = np.zeros(n, dtype=bool)
     inside[check] = countries.contains(expected[check], lon[check], lat[check])
     outside = np.flatnonzero(check & ~inside & ~((lon == 0) & (lat == 0)))
-    km = np.full(n, np.inf)
-    near = outside[in_range[outside]]
-    if len(near):
-        km[near] = _distance_km(countries, expected[near], lon[near], lat[near])
-    # A point just across a border (or off the coast) is a real place, not a typing error:
-    # only points farther than the tolerance are tested for swapped or sign-lost coordinates.
+    km = np.full(n, np.nan)
+
+    def distance(rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        """Geodesic km from the original points to their expected country (computed once, lazily)."""
+        todo = rows[np.isnan(km[rows])]
+        if len(todo):
+            km[todo] = np.inf
+            ranged = todo[in_range[todo]]
+            if len(ranged):
+                km[ranged] = _distance_km(countries, expected[ranged], lon[ranged], lat[ranged])
+        return km[rows]
+
+    # A point just across a border (or off the coast) is a real place, not a typing error: only
+    # points farther than the tolerance count as swapped or sign-lost. Distances are computed only
+    # for the few rows a correction would move into their country.
     tolerance = np.where(by_owner & ~nowhere, ctx.max_km_outside_country, ctx.border_tolerance_km)
-    suspect = outside[km[outside] > tolerance[outside]]
     fixed = 0
     explained = np.zeros(n, dtype=bool)
-    if len(suspect):
-        left = suspect
+    if len(outside):
+        left = outside
         for label_es, label_en, change in _CANDIDATES:
             if len(left) == 0:
                 break
             cx, cy = change(lon[left], lat[left])
             ok = (np.abs(cy) <= 90) & (np.abs(cx) <= 180)
             inside_now = countries.contains(expected[left], cx, cy)
-            close = ok & ~inside_now
+            close = ok & ~inside_now & has_name[left]
             if close.any():
                 # Corrected points just across the border count too (coarse 1:50m coastlines).
                 gap = _distance_km(countries, expected[left[close]], cx[close], cy[close])
                 inside_now[np.flatnonzero(close)[gap <= ctx.border_tolerance_km]] = True
             ok &= inside_now
+            if ok.any():
+                candidates = left[ok]
+                ok[np.flatnonzero(ok)] = distance(candidates) > tolerance[candidates]
             hit = left[ok]
             if len(hit):
                 if ctx.fix_coordinates:
@@ -275,7 +286,7 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
         far_rows = left[in_range[left] & has_name[left]]
         if len(far_rows):
             mask = np.zeros(n, dtype=bool)
-            mask[far_rows[km[far_rows] > ctx.max_km_outside_country]] = True
+            mask[far_rows[distance(far_rows) > ctx.max_km_outside_country]] = True
             bad.add(mask, "coordinates", shown,
                     f"The point is more than {ctx.max_km_outside_country:g} km outside the country the row "
                     "names: the coordinates or the country are wrong. Correct one of them.",

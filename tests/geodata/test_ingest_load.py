@@ -63,7 +63,7 @@ def _copy_backend(engine: Engine) -> int | None:
     with engine.connect() as conn:
         pid = conn.execute(sa.text(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'rutas ingest' AND query LIKE 'COPY ingest_stage%'")).scalar()
+            "AND application_name = 'rutas ingest' AND query LIKE 'COPY events%'")).scalar()
     return None if pid is None else int(pid)
 
 

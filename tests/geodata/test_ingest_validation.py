@@ -111,6 +111,16 @@ def test_duplicates_in_file_and_same_file_twice(tmp_path: Path, engine: Engine, 
     assert [tuple(b) for b in batches] == [(3, 1, "1"), (0, 4, "4")]
 
 
+def test_duplicates_across_chunks_of_a_first_load(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+    source = unique_source("chunks")
+    lat, lon = TAPACHULA
+    rows = [f"A{i % 3},2021-02-0{1 + i % 3},{lat},{lon}" for i in range(7)]  # A0 A1 A2 A0 A1 A2 A0
+    path = write(tmp_path / "chunks.csv", "id,fecha,latitud,longitud\n" + "\n".join(rows) + "\n")
+    report = load(engine, settings.model_copy(update={"ingest_chunk_rows": 2}), path, source=source)
+    assert (report.rows_read, report.accepted, report.duplicates) == (7, 3, 4)
+    assert [e["source_row"] for e in stored(engine, source)] == [1, 2, 3]
+
+
 def test_record_ids_decide_duplicates(tmp_path: Path, engine: Engine, settings: Settings) -> None:
     source = unique_source("ids")
     lat, lon = TAPACHULA

@@ -1,0 +1,197 @@
+"""Benchmark: load N rows of CSV with ``rutas ingest`` and with the tools a user would otherwise use.
+
+Compares, on the same file and the same PostGIS server (a scratch database created and dropped
+here):
+
+* ``rutas ingest``: read, validate, dedupe and load, end to end (CLI in a subprocess);
+* raw ``COPY`` of the same rows, already in the table's format, into the same ``events`` table
+  (the floor: no reading, no validation);
+* ``GeoDataFrame.to_postgis`` after ``pandas.read_csv`` (what a geopandas user writes);
+* ``ogr2ogr`` from the CSV into PostGIS (GDAL's loader, COPY mode).
+
+Each tool runs in its own process so that its peak memory (max RSS) is its own. Run::
+
+    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--skip-slow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from geodata import db
+from geodata.settings import CHECKOUT_DIR, get_settings
+
+#: Places (lat, lon) the synthetic incidents scatter around (within ~0.3 degrees).
+PLACES = np.array([(14.9054, -92.2630), (19.4326, -99.1332), (31.6904, -106.4245), (8.4500, -77.3000),
+                   (15.5000, -88.0300), (25.6866, -100.3161), (32.5149, -117.0382), (9.0000, -79.5000)])
+
+_MEASURE = (
+    "import resource, sys, time, runpy\n"
+    "start = time.perf_counter()\n"
+    "sys.argv = sys.argv[1:]\n"
+    "try:\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__') if sys.argv[0].endswith('.py') else "
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+    "except SystemExit as exit_:\n"
+    "    if exit_.code not in (0, None): raise\n"
+    "finally:\n"
+    "    sys.stderr.write('BENCH %.3f %d\\n' % (time.perf_counter() - start, "
+    "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+)
+
+
+def make_csv(path: Path, rows: int, seed: int = 1) -> None:
+    """Write ``rows`` synthetic incidents (Spanish headers, ISO dates, distinct ids)."""
+    rng = np.random.default_rng(seed)
+    place = PLACES[rng.integers(0, len(PLACES), rows)]
+    frame = pd.DataFrame({
+        "id": np.char.add("B", np.arange(rows).astype(str)),
+        "fecha": (np.datetime64("2015-01-01") + rng.integers(0, 3500, rows).astype("timedelta64[D]")
+                  ).astype(str),
+        "latitud": np.round(place[:, 0] + rng.uniform(-0.3, 0.3, rows), 5),
+        "longitud": np.round(place[:, 1] + rng.uniform(-0.3, 0.3, rows), 5),
+        "muertos": rng.integers(0, 4, rows),
+        "nota": rng.choice(["cruce", "embarcación", "camión", "a pie"], rows),
+    })
+    frame.to_csv(path, index=False)
+
+
+def make_copy_input(csv_path: Path, out: Path, batch_id: int) -> None:
+    """The same rows already in the ``events`` table's COPY format (CSV), for the raw COPY floor."""
+    frame = pd.read_csv(csv_path, dtype=str)
+    pd.DataFrame({
+        "kind": "incident",
+        "occurred_at": frame["fecha"] + " 00:00:00+00",
+        "occurred_text": frame["fecha"],
+        "date_precision": "day",
+        "owner_country": "MEX",
+        "geom": "SRID=4326;POINT(" + frame["longitud"] + " " + frame["latitud"] + ")",
+        "dead": frame["muertos"],
+        "attributes": '{"nota": "' + frame["nota"] + '"}',
+        "source": "raw-copy",
+        "source_record_id": frame["id"],
+        "dedupe_key": "id:" + frame["id"],
+        "batch_id": str(batch_id),
+        "source_row": np.arange(1, len(frame) + 1).astype(str),
+    }).to_csv(out, index=False, header=False)
+
+
+RAW_COPY_SCRIPT = """
+import sys, psycopg
+url, path = sys.argv[1], sys.argv[2]
+with psycopg.connect(url) as conn, conn.cursor() as cur, open(path, 'rb') as handle:
+    with cur.copy("COPY events (kind, occurred_at, occurred_text, date_precision, owner_country, geom, dead, "
+                  "attributes, source, source_record_id, dedupe_key, batch_id, source_row) "
+                  "FROM STDIN (FORMAT csv)") as copy:
+        while block := handle.read(8 << 20):
+            copy.write(block)
+"""
+
+TO_POSTGIS_SCRIPT = """
+import sys, geopandas as gpd, pandas as pd, sqlalchemy as sa
+url, path = sys.argv[1], sys.argv[2]
+frame = pd.read_csv(path)
+points = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame.longitud, frame.latitud), crs=4326)
+points.to_postgis("bench_to_postgis", sa.create_engine(url), if_exists="replace", chunksize=100_000)
+"""
+
+
+def run(label: str, argv: list[str], env: dict[str, str]) -> dict[str, float | str]:
+    """Run ``argv`` (a python script or module, or a binary) and return seconds and peak RSS (MB)."""
+    if argv[0] == "python":
+        command = [sys.executable, "-c", _MEASURE, *argv[1:]]
+        result = subprocess.run(command, cwd=CHECKOUT_DIR, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
+        seconds, rss_kb = result.stderr.strip().splitlines()[-1].split()[1:]
+        return {"tool": label, "seconds": float(seconds), "rss_mb": int(rss_kb) / 1024, "stdout": result.stdout}
+    start = time.perf_counter()
+    result = subprocess.run(["/usr/bin/env", *argv], cwd=CHECKOUT_DIR, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
+    return {"tool": label, "seconds": seconds, "rss_mb": float("nan"), "stdout": result.stdout}
+
+
+def main() -> None:
+    """Run the benchmark and print the figures side by side."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-slow", action="store_true", help="skip to_postgis and ogr2ogr")
+    args = parser.parse_args()
+
+    base = get_settings()
+    server = make_url(db.database_url(base))
+    name = f"rutas_bench_{uuid.uuid4().hex[:8]}"
+    url = server.set(database=name).render_as_string(hide_password=False)
+    settings = base.model_copy(update={"database_url": url})
+    db.upgrade(settings)
+    engine = db.get_engine(settings)
+    plain_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    env = dict(os.environ, RUTAS_DATABASE_URL=url)
+    work = Path(tempfile.mkdtemp(prefix="rutas-bench-"))
+    results: list[dict[str, float | str]] = []
+    try:
+        csv_path = work / "incidents.csv"
+        make_csv(csv_path, args.rows)
+        size_mb = csv_path.stat().st_size / 1e6
+        print(f"{args.rows:,} rows, {size_mb:.0f} MB of CSV; database {name}", flush=True)
+
+        rutas = run("rutas ingest", ["python", "scripts.cli", "ingest", str(csv_path), "--kind", "incident",
+                                     "--country", "MEX", "--source", "bench", "--json"], env)
+        report = json.loads(str(rutas["stdout"]).splitlines()[-1])
+        assert report["accepted"] == args.rows, report
+        results.append(rutas)
+
+        with engine.begin() as conn:
+            batch = conn.execute(sa.text(
+                "INSERT INTO ingest_batches (file_name, sha256, kind, source, loaded_by) "
+                "VALUES ('raw', '', 'incident', 'raw-copy', 'bench') RETURNING id")).scalar_one()
+        copy_input = work / "copy.csv"
+        make_copy_input(csv_path, copy_input, int(batch))
+        script = work / "raw_copy.py"
+        script.write_text(RAW_COPY_SCRIPT)
+        results.append(run("raw COPY into events", ["python", str(script), plain_url, str(copy_input)], env))
+
+        if not args.skip_slow:
+            script = work / "to_postgis.py"
+            script.write_text(TO_POSTGIS_SCRIPT)
+            results.append(run("GeoDataFrame.to_postgis", ["python", str(script), url, str(csv_path)], env))
+            if shutil.which("ogr2ogr"):
+                pg = (f"PG:dbname={name} host={server.query.get('host', server.host or 'localhost')} "
+                      f"port={server.port or 5432} user={server.username or 'postgres'}")
+                results.append(run("ogr2ogr (COPY)", [
+                    "ogr2ogr", "-f", "PostgreSQL", pg, str(csv_path), "-nln", "bench_ogr2ogr",
+                    "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
+                    "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326", "-lco", "GEOMETRY_NAME=geom",
+                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env))
+    finally:
+        engine.dispose()
+        db.drop_database(url)
+        shutil.rmtree(work, ignore_errors=True)
+
+    ours = float(results[0]["seconds"])
+    print(f"\n{'tool':<26}{'seconds':>10}{'rows/s':>12}{'x rutas time':>14}{'peak RSS MB':>13}")
+    for r in results:
+        seconds = float(r["seconds"])
+        print(f"{r['tool']!s:<26}{seconds:>10.2f}{args.rows / seconds:>12,.0f}{seconds / ours:>14.2f}"
+              f"{float(r['rss_mb']):>13.0f}")
+    print("\n(x rutas time: the tool's time divided by rutas ingest's; above 1 means slower than rutas)")
+
+
+if __name__ == "__main__":
+    main()
