@@ -77,10 +77,6 @@ from scripts import cli_demo  # noqa: E402
 
 cli_demo.register(app)
 
-from scripts import cli_ingest  # noqa: E402
-
-cli_ingest.register(app)
-
 
 def main() -> None:
     """Entry point of the console script."""
