@@ -197,7 +197,11 @@ def _road_attributes(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def node_lines(
-    lines: gpd.GeoDataFrame, *, tolerance_m: float, report: NodingReport | None = None
+    lines: gpd.GeoDataFrame,
+    *,
+    tolerance_m: float,
+    tile_km: float = 500.0,
+    report: NodingReport | None = None,
 ) -> gpd.GeoDataFrame:
     """Node road lines into graph edges: snap close endpoints, split at intersections, number nodes.
 
@@ -208,6 +212,10 @@ def node_lines(
     tolerance_m
         Endpoints closer than this (metres) are merged into one node; a dangling endpoint this
         close to another line is moved onto it, so the two are joined.
+    tile_km
+        Lines are split at intersections tile by tile (squares of this side, in kilometres), so
+        memory follows the densest tile rather than the whole layer; a line crossing a tile
+        edge gets a node there.
 
     Returns
     -------
@@ -231,8 +239,7 @@ def node_lines(
 
     metric, report.endpoints_snapped = _snap_endpoints(metric, tolerance_m)
     grid = 0.01  # metres: fixed-precision noding is robust, and moves vertices by < 1 cm
-    noded = shapely.get_parts(shapely.union_all(metric, grid_size=grid))
-    noded = noded[shapely.length(noded) > 0]
+    noded = _node_by_tiles(metric, tile_km * 1000.0, grid)
 
     # each piece takes the attributes of the line it came from (nearest to its midpoint)
     tree = shapely.STRtree(metric)
@@ -267,6 +274,42 @@ def node_lines(
     )
     _count_components(edges, report)
     return edges
+
+
+def _node_by_tiles(metric: npt.NDArray[Any], tile_m: float, grid: float) -> npt.NDArray[Any]:
+    """Split lines at every intersection, one square tile at a time (fixed-precision union)."""
+    bounds = shapely.bounds(metric)
+    x0, y0 = bounds[:, 0].min(), bounds[:, 1].min()
+    ix0, iy0 = (
+        ((bounds[:, 0] - x0) // tile_m).astype(np.int64),
+        ((bounds[:, 1] - y0) // tile_m).astype(np.int64),
+    )
+    ix1, iy1 = (
+        ((bounds[:, 2] - x0) // tile_m).astype(np.int64),
+        ((bounds[:, 3] - y0) // tile_m).astype(np.int64),
+    )
+    # one row per (line, tile its box touches)
+    nx_, ny_ = ix1 - ix0 + 1, iy1 - iy0 + 1
+    per_line = nx_ * ny_
+    line = np.repeat(np.arange(len(metric)), per_line)
+    k = np.arange(len(line)) - np.repeat(np.cumsum(per_line) - per_line, per_line)
+    tx, ty = ix0[line] + k % nx_[line], iy0[line] + k // nx_[line]
+    order = np.lexsort((line, ty, tx))
+    line, tx, ty = line[order], tx[order], ty[order]
+    starts = np.flatnonzero(np.r_[True, (tx[1:] != tx[:-1]) | (ty[1:] != ty[:-1])])
+    pieces: list[npt.NDArray[Any]] = []
+    for start, stop in zip(starts, np.r_[starts[1:], len(line)], strict=True):
+        members = line[start:stop]
+        xmin, ymin = x0 + tx[start] * tile_m, y0 + ty[start] * tile_m
+        inside = per_line[members] == 1
+        geoms = metric[members].copy()
+        geoms[~inside] = shapely.clip_by_rect(geoms[~inside], xmin, ymin, xmin + tile_m, ymin + tile_m)
+        parts = shapely.get_parts(shapely.union_all(geoms, grid_size=grid))
+        pieces.append(parts[(shapely.get_type_id(parts) == 1) & (shapely.length(parts) > 0)])
+    noded = np.concatenate(pieces) if pieces else np.zeros(0, dtype=object)
+    # a stretch of line lying exactly on a tile edge comes out of both tiles: keep it once
+    _, first = np.unique(shapely.to_wkb(shapely.normalize(noded)), return_index=True)
+    return np.asarray(noded[np.sort(first)])
 
 
 def _snap_endpoints(metric: npt.NDArray[Any], tolerance_m: float) -> tuple[npt.NDArray[Any], int]:

@@ -173,3 +173,20 @@ def test_multipart_lines_are_exploded(tmp_path: Path) -> None:
     assert report.multipart_exploded == 1
     assert len(edges) == 2 and report.components == 2
     assert list(edges["name"]) == ["CA-1", "CA-1"]
+
+
+def test_noding_by_tiles_gives_the_same_network(data_dir: Path, tmp_path: Path) -> None:
+    lines = read_road_lines(country_roads_file(data_dir, tmp_path, "SLV"))
+    whole, tiled = NodingReport(), NodingReport()
+    one = node_lines(lines, tolerance_m=20.0, tile_km=10_000.0, report=whole)
+    many = node_lines(lines, tolerance_m=20.0, tile_km=25.0, report=tiled)
+    # tile edges only add nodes of degree 2 where a road crosses them: same roads, same junctions
+    assert len(many) > len(one)
+    assert many["length_m"].sum() == pytest.approx(one["length_m"].sum(), rel=1e-6)
+    assert tiled.components == whole.components
+
+    def not_through(edges: gpd.GeoDataFrame) -> int:
+        degree = np.bincount(np.concatenate([edges["source"], edges["target"]]))
+        return int((degree != 2).sum())
+
+    assert not_through(many) == not_through(one)
