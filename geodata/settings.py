@@ -50,10 +50,6 @@ class Settings(BaseSettings):
     ingest_border_tolerance_km: float = 30.0
     ingest_max_reported_problems: int = 10_000
     ingest_max_features_bytes: int = 50 * 1024**2
-    ingest_max_km_outside_country: float = 1_000.0
-    ingest_border_tolerance_km: float = 30.0
-    ingest_max_reported_problems: int = 10_000
-    ingest_max_features_bytes: int = 50 * 1024**2
 
     # snapping and reference layers
     snap_max_distance_m: float = 5_000.0
