@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -110,21 +109,27 @@ points.to_postgis("bench_to_postgis", sa.create_engine(url), if_exists="replace"
 """
 
 
+_MEASURE_BINARY = (
+    "import resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "done = subprocess.run(sys.argv[1:])\n"
+    "sys.stderr.write('BENCH %.3f %d\\n' % (time.perf_counter() - start, "
+    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(done.returncode)\n"
+)
+
+
 def run(label: str, argv: list[str], env: dict[str, str]) -> dict[str, float | str]:
-    """Run ``argv`` (a python script or module, or a binary) and return seconds and peak RSS (MB)."""
+    """Run a python module/script (``["python", ...]``) or a binary; seconds and peak RSS (MB)."""
     if argv[0] == "python":
         command = [sys.executable, "-c", _MEASURE, *argv[1:]]
-        result = subprocess.run(command, cwd=CHECKOUT_DIR, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
-        seconds, rss_kb = result.stderr.strip().splitlines()[-1].split()[1:]
-        return {"tool": label, "seconds": float(seconds), "rss_mb": int(rss_kb) / 1024, "stdout": result.stdout}
-    start = time.perf_counter()
-    result = subprocess.run(["/usr/bin/env", *argv], cwd=CHECKOUT_DIR, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    else:
+        command = [sys.executable, "-c", _MEASURE_BINARY, *argv]
+    result = subprocess.run(command, cwd=CHECKOUT_DIR, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
-    return {"tool": label, "seconds": seconds, "rss_mb": float("nan"), "stdout": result.stdout}
+    seconds, rss_kb = result.stderr.strip().splitlines()[-1].split()[1:]
+    return {"tool": label, "seconds": float(seconds), "rss_mb": int(rss_kb) / 1024, "stdout": result.stdout}
 
 
 def main() -> None:
