@@ -338,12 +338,30 @@ def near_crossings(routes: gpd.GeoDataFrame, crossings: gpd.GeoDataFrame | None,
     return out
 
 
-def match_routes(routes: gpd.GeoDataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
-    """Stable keys: each route takes the key of the previous route it shares most segments with.
+def _member_spans(frame: pd.DataFrame, owner: str) -> pd.DataFrame:
+    """Members as spans: (owner, place, start, end); a segment key ``"<edge>:<piece>/<pieces>"``
+    spans [piece/pieces, (piece+1)/pieces] of its edge, an ``"h3:<cell>"`` key spans [0, 1] of its cell."""
+    members = frame[[owner, "member_keys"]].explode("member_keys").dropna()
+    keys = members["member_keys"].astype(str)
+    cell = keys.str.startswith("h3:")
+    parts = keys.where(~cell, "0:0/1").str.extract(r"^(-?\d+):(\d+)/(\d+)$").astype(np.float64)
+    piece, pieces = parts[1].to_numpy(), parts[2].to_numpy()
+    return pd.DataFrame({
+        owner: members[owner].to_numpy(),
+        "place": np.where(cell, keys, "e" + parts[0].astype("Int64").astype(str)),
+        "start": np.where(cell, 0.0, piece / pieces),
+        "end": np.where(cell, 1.0, (piece + 1) / pieces),
+    }).dropna()
 
-    Pairs are assigned greedily, most shared segments first, each previous route at most
-    once. Routes without a match get a new key derived from their members (a UUID5), and
-    ``seen_before`` False.
+
+def match_routes(routes: gpd.GeoDataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """Stable keys: each route takes the key of the previous route it shares most road with.
+
+    Shared road is measured on the edges, so runs with different segment lengths still
+    match: for every edge both routes use, the overlap of their stretches (as a share of the
+    edge) counts, and each shared H3 cell counts one. Pairs are assigned greedily, most
+    shared first, each previous route at most once. Routes without a match get a new key
+    derived from their members (a UUID5), and ``seen_before`` False.
 
     Parameters
     ----------
@@ -355,28 +373,35 @@ def match_routes(routes: gpd.GeoDataFrame, previous: pd.DataFrame | None) -> pd.
     Returns
     -------
     pandas.DataFrame
-        ``route_key``, ``seen_before``, ``shared_keys`` indexed like ``routes``.
+        ``route_key``, ``seen_before``, ``shared`` (edges' worth of shared road plus shared
+        cells) indexed like ``routes``.
     """
     out = pd.DataFrame({
         "route_key": [str(uuid.uuid5(uuid.NAMESPACE_URL, "rutas-route:" + "|".join(k)))
                       for k in routes["member_keys"]],
         "seen_before": False,
-        "shared_keys": 0,
+        "shared": 0.0,
     }, index=routes.index)
     if previous is None or not len(previous) or not len(routes):
         return out
-    now = routes[["member_keys"]].explode("member_keys").dropna().reset_index(names="new")
-    before = previous[["route_key", "member_keys"]].explode("member_keys").dropna()
-    pairs = now.merge(before, on="member_keys").groupby(["new", "route_key"]).size().rename("shared")
-    pairs = pairs.reset_index().sort_values(["shared", "new", "route_key"], ascending=[False, True, True])
+    now = _member_spans(routes.assign(new=routes.index), "new")
+    before = _member_spans(previous, "route_key")
+    pairs = now.merge(before, on="place", suffixes=("_now", "_before"))
+    overlap = (np.minimum(pairs["end_now"].to_numpy(), pairs["end_before"].to_numpy())
+               - np.maximum(pairs["start_now"].to_numpy(), pairs["start_before"].to_numpy()))
+    pairs = pairs.assign(shared=np.clip(overlap, 0.0, None))
+    pairs = pairs[pairs["shared"] > 1e-9].groupby(["new", "route_key"])["shared"].sum().reset_index()
+    pairs = pairs.sort_values(["shared", "new", "route_key"], ascending=[False, True, True])
     used_new: set[Any] = set()
     used_old: set[str] = set()
     # Greedy one-to-one assignment; the number of overlapping pairs is small.
-    for row in pairs.itertuples(index=False):
-        if row.new in used_new or row.route_key in used_old:
+    for new, key, shared in zip(pairs["new"].to_numpy(), pairs["route_key"].astype(str).to_numpy(),
+                                pairs["shared"].to_numpy(dtype=np.float64), strict=True):
+        if new in used_new or key in used_old:
             continue
-        used_new.add(row.new)
-        used_old.add(row.route_key)
-        out.loc[row.new, ["route_key", "seen_before", "shared_keys"]] = [row.route_key, True, row.shared]
+        used_new.add(new)
+        used_old.add(str(key))
+        out.at[new, "route_key"] = str(key)
+        out.at[new, "seen_before"] = True
+        out.at[new, "shared"] = round(float(shared), 6)
     return out
-

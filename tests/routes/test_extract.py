@@ -6,6 +6,7 @@ import geopandas as gpd
 import h3.api.basic_int as h3i
 import numpy as np
 import pandas as pd
+import pytest
 import shapely
 
 from routes.cube import Cube
@@ -143,7 +144,7 @@ def test_route_keys_are_stable_across_runs() -> None:
     east_before = first.loc[first["segments"].map(min) == 5, "route_key"].item()
     east_now = keys.loc[second["segments"].map(min) == 5]
     assert east_now["route_key"].item() == east_before and east_now["seen_before"].item()
-    assert east_now["shared_keys"].item() == 2
+    assert east_now["shared"].item() == 2.0  # two whole edges in common
     # The same members always give the same key, even on a first run.
     again = match_routes(first, None)
     assert again["route_key"].tolist() == first["route_key"].tolist()
@@ -163,3 +164,21 @@ def test_adjacent_hot_cells_off_the_network_make_a_route() -> None:
     assert route.geometry.geom_type == "LineString" and 12_000 < route.length_m < 25_000
     assert route.segments == [] and len(route.member_keys) == 2
     assert route.counts == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+
+
+def test_route_keys_survive_a_new_segment_length() -> None:
+    edges = straight_road()
+    coarse = cut_segments(edges, 15.0)  # one segment per 10 km edge
+    fine = cut_segments(edges, 4.0)  # three per edge
+    first = extract_routes(coarse, make_cube(np.arange(8), rising(8)), CATS, RouteParams(gap_segments=1))
+    first = first.join(match_routes(first, None))
+    # The same stretches in the finer cut: edges 0-2 and 5-6 hot.
+    hot_edges = {101: "persistent_hot", 102: "persistent_hot", 103: "persistent_hot",
+                 106: "new_hot", 107: "new_hot"}
+    cats = fine["edge_id"].map(hot_edges).fillna("no_pattern").to_numpy().astype(str)
+    second = extract_routes(fine, make_cube(np.arange(len(fine)), rising(len(fine))), cats,
+                            RouteParams(gap_segments=1))
+    keys = match_routes(second, first[["route_key", "member_keys"]])
+    assert keys["seen_before"].all()
+    assert sorted(keys["route_key"]) == sorted(first["route_key"])
+    assert sorted(keys["shared"]) == pytest.approx([2.0, 3.0])
