@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from api import errors, features, ingest, tiles
 from api.auth import Authenticator, RateLimiter
 from api.deps import AppState, StateDep
-from geodata.db import get_engine, scoped
+from geodata.db import database_url, scoped
 from geodata.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -78,11 +78,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = get_engine(settings)
+        # The service's own pool: sized for concurrent requests, no pre-ping round trip per
+        # request (a dropped connection fails one request with 503 and is replaced).
+        engine = sa.create_engine(database_url(settings), pool_size=settings.api_pool_size,
+                                  max_overflow=settings.api_pool_size, pool_recycle=1800)
         app.state.rutas = AppState(settings=settings, engine=engine,
                                    authenticator=Authenticator(engine, settings),
                                    limiter=RateLimiter(settings.api_rate_per_minute))
-        yield
+        try:
+            yield
+        finally:
+            engine.dispose()
 
     app = FastAPI(
         title="Rutas API",

@@ -32,6 +32,24 @@ def write(conn: Connection, *, who: str, role: str, country: str | None, action:
     )
 
 
+def audited_query(page_sql: str, *, who: str, role: str, country: str | None, action: str, collection: str,
+                  filters: dict[str, Any], max_records: int) -> tuple[str, dict[str, Any]]:
+    """``page_sql`` (columns ``feature``, ``fid``) with its audit row written by the same statement.
+
+    The insert is a data-modifying CTE over the page, so the read and its audit row are one
+    round trip in one transaction; ``records`` counts at most ``max_records`` rows of the page.
+    """
+    sql = (f"WITH page AS ({page_sql}), audit AS ("
+           "INSERT INTO audit_log (who, role, country, action, collection, filter, records) "
+           "SELECT :audit_who, :audit_role, :audit_country, :audit_action, :audit_collection, "
+           "CAST(:audit_filter AS jsonb), least(count(*), :audit_max) FROM page) "
+           "SELECT feature, fid FROM page ORDER BY fid")
+    params = {"audit_who": who, "audit_role": role, "audit_country": country, "audit_action": action,
+              "audit_collection": collection,
+              "audit_filter": json.dumps(filters, default=str, sort_keys=True), "audit_max": max_records}
+    return sql, params
+
+
 @dataclass(frozen=True)
 class ChainReport:
     """Result of :func:`verify_chain`: rows checked and the first broken row, if any."""

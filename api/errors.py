@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -83,6 +84,13 @@ def install(app: FastAPI) -> None:
             return problem_response(405, "MethodNotAllowed", "This method is not allowed here.",
                                     "Este método no se admite aquí.")
         return problem_response(exc.status_code, "Error", str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def _database(_: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", type(exc.orig).__name__)
+        return problem_response(503, "ServiceUnavailable",
+                                "The database is not answering; try again in a moment.",
+                                "La base de datos no responde; inténtelo de nuevo en un momento.")
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:

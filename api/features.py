@@ -266,15 +266,16 @@ def items(request: Request, collection_id: str, state: StateDep, principal: Prin
         params["after"] = cursor
     sql = (f"SELECT {_feature_sql(coll, principal.role)} AS feature, {coll.id_sql} AS fid "
            f"FROM {coll.from_sql} WHERE {' AND '.join(where)} ORDER BY {coll.id_sql} LIMIT :limit")
+    if coll.record_level:
+        sql, audit_params = audit.audited_query(
+            sql, who=principal.subject, role=principal.role, country=principal.country, action="items",
+            collection=coll.id, max_records=limit,
+            filters={"bbox": bbox, "datetime": request.query_params.get("datetime"), "filter": filter,
+                     "after": cursor, "limit": limit})
+        params.update(audit_params)
     with scoped(state.engine, principal.scope()) as conn:
         rows = conn.execute(sa.text(sql), params).all()
-        page = rows[:limit]
-        if coll.record_level:
-            audit.write(conn, who=principal.subject, role=principal.role, country=principal.country,
-                        action="items", collection=coll.id,
-                        filters={"bbox": bbox, "datetime": request.query_params.get("datetime"),
-                                 "filter": filter, "after": cursor, "limit": limit},
-                        records=len(page))
+    page = rows[:limit]
     last = page[-1].fid if len(rows) > limit else None
     return _feature_collection([r.feature for r in page], _page_links(request, collection_id, last))
 

@@ -146,12 +146,17 @@ def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
     """
     with engine.begin() as conn:
         partners = ",".join(f"{c}:{level}" for c, level in sorted(scope.partners.items()))
+        # A caller's request runs as the app role, which owns no table, so the row-level
+        # security policies of migration 0003 always apply to it (set_config('role') is SET
+        # LOCAL ROLE); JIT is off for its short queries. One round trip sets it all.
+        as_app = "" if scope.role == SYSTEM.role else (
+            f", set_config('role', '{APP_ROLE}', true), set_config('jit', 'off', true)")
         conn.execute(
             sa.text(
                 "SELECT set_config('rutas.role', :role, true), "
                 "set_config('rutas.country', :country, true), "
                 "set_config('rutas.partners', :partners, true), "
-                "set_config('rutas.user', :user, true)"
+                "set_config('rutas.user', :user, true)" + as_app
             ),
             {
                 "role": scope.role,
@@ -160,8 +165,4 @@ def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
                 "user": scope.user,
             },
         )
-        if scope.role != SYSTEM.role:
-            # A caller's request runs as the app role, which owns no table: the row-level
-            # security policies of migration 0003 always apply to it (SET LOCAL ROLE).
-            conn.execute(sa.text(f"SET LOCAL ROLE {APP_ROLE}"))
         yield conn

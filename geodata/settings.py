@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     api_max_cql2_nodes: int = 200
     aggregate_cell_km: float = 25.0
     api_rate_per_minute: int = 6_000
+    api_pool_size: int = 10
     tiles_detail_min_zoom: int = 8
 
     @property

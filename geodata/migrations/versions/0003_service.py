@@ -43,46 +43,63 @@ END
 $$;
 """
 
-# Detail visibility of one record: the whole rule, in one place, read by every policy.
-# admin and system see everything; steward and prosecutor see their own country; a prosecutor
-# also sees partners' records in detail when the owner granted 'detail', except victim
+# The caller's scope, read from the settings geodata.db.scoped sets per transaction. Policies call
+# these inside scalar subqueries, so each is evaluated once per query (an InitPlan), not per row,
+# and owner_country comparisons can use the index.
+#
+# Detail: admin and system see everything; steward and prosecutor see their own country; a
+# prosecutor also sees partners' records in detail when the owner granted 'detail', except victim
 # identifications, which are never shown in detail outside the owning country. The aggregator
-# role (only used inside rutas_event_cells, which returns k-suppressed counts) counts all.
-DETAIL_FUNCTION_SQL = f"""
-CREATE OR REPLACE FUNCTION rutas_sees_detail(owner char(3), record_kind text) RETURNS boolean
+# role (only used inside the k-suppressing count functions below) counts everything.
+# Aggregates: region-wide for admin, system, analyst and border_authority; own country plus
+# partners (either level) for the others.
+SCOPE_FUNCTIONS_SQL = f"""
+CREATE OR REPLACE FUNCTION rutas_scope_role() RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN current_user = '{AGGREGATOR_ROLE}' THEN true
-        WHEN coalesce(current_setting('rutas.role', true), '') IN ('admin', 'system') THEN true
-        WHEN coalesce(current_setting('rutas.role', true), '') IN ('steward', 'prosecutor')
-             AND owner = nullif(current_setting('rutas.country', true), '') THEN true
-        WHEN coalesce(current_setting('rutas.role', true), '') = 'prosecutor'
-             AND record_kind <> 'victim_identification'
-             AND (owner || ':detail') = ANY (
-                 string_to_array(coalesce(current_setting('rutas.partners', true), ''), ',')) THEN true
-        ELSE false
-    END
+    SELECT coalesce(current_setting('rutas.role', true), '')
+$$;
+CREATE OR REPLACE FUNCTION rutas_detail_all() RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT current_user = '{AGGREGATOR_ROLE}' OR rutas_scope_role() IN ('admin', 'system')
+$$;
+CREATE OR REPLACE FUNCTION rutas_detail_own() RETURNS char(3)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN rutas_scope_role() IN ('steward', 'prosecutor')
+                THEN CAST(nullif(current_setting('rutas.country', true), '') AS char(3)) END
+$$;
+CREATE OR REPLACE FUNCTION rutas_partners(levels text[]) RETURNS char(3)[]
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(CAST(split_part(p, ':', 1) AS char(3))), CAST('{{}}' AS char(3)[]))
+    FROM unnest(string_to_array(coalesce(current_setting('rutas.partners', true), ''), ',')) AS p
+    WHERE split_part(p, ':', 2) = ANY (levels)
+$$;
+CREATE OR REPLACE FUNCTION rutas_detail_partners() RETURNS char(3)[]
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN rutas_scope_role() = 'prosecutor' THEN rutas_partners(ARRAY['detail'])
+                ELSE CAST('{{}}' AS char(3)[]) END
+$$;
+CREATE OR REPLACE FUNCTION rutas_aggregate_all() RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT rutas_scope_role() IN ('admin', 'system', 'analyst', 'border_authority')
+$$;
+CREATE OR REPLACE FUNCTION rutas_aggregate_countries() RETURNS char(3)[]
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT rutas_partners(ARRAY['aggregate', 'detail'])
+           || CAST(nullif(current_setting('rutas.country', true), '') AS char(3))
 $$;
 """
 
-# Countries whose records feed the caller's aggregated layers: region-wide for admin, system,
-# analyst and border_authority; own country plus partners (any level) for the others.
-AGGREGATE_FUNCTION_SQL = """
-CREATE OR REPLACE FUNCTION rutas_sees_aggregate(owner char(3)) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN coalesce(current_setting('rutas.role', true), '')
-             IN ('admin', 'system', 'analyst', 'border_authority') THEN true
-        WHEN owner = nullif(current_setting('rutas.country', true), '') THEN true
-        WHEN (owner || ':aggregate') = ANY (
-                 string_to_array(coalesce(current_setting('rutas.partners', true), ''), ','))
-          OR (owner || ':detail') = ANY (
-                 string_to_array(coalesce(current_setting('rutas.partners', true), ''), ','))
-             THEN true
-        ELSE false
-    END
-$$;
-"""
+#: The detail rule as a policy expression (also what the security tests restore).
+DETAIL_POLICY = (
+    "(SELECT rutas_detail_all()) OR owner_country = (SELECT rutas_detail_own()) "
+    "OR (kind <> 'victim_identification' "
+    "AND owner_country = ANY (CAST((SELECT rutas_detail_partners()) AS char(3)[])))"
+)
+#: Whether a row of owner ``{owner}`` feeds the caller's aggregated layers.
+AGGREGATE_CONDITION = (
+    "((SELECT rutas_aggregate_all()) "
+    "OR {owner} = ANY (CAST((SELECT rutas_aggregate_countries()) AS char(3)[])))"
+)
 
 # Event counts per square cell of ``cell_m`` metres (EPSG:3857), per kind, for the countries the
 # caller may see aggregated, with cells of fewer than ``k`` records suppressed. It runs as the
@@ -101,7 +118,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
                floor(ST_Y(ST_Transform(e.geom, 3857)) / cell_m)::bigint AS gy,
                e.kind AS e_kind
         FROM events e
-        WHERE rutas_sees_aggregate(e.owner_country)
+        WHERE {AGGREGATE_CONDITION.format(owner="e.owner_country")}
           AND (area IS NULL OR e.geom && area)
           AND (since IS NULL OR e.occurred_at >= since)
           AND (until IS NULL OR e.occurred_at < until)
@@ -177,7 +194,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     FROM event_cell_counts c
     WHERE c.level = z AND c.gx >= x * 32 AND c.gx < (x + 1) * 32
       AND c.gy >= y * 32 AND c.gy < (y + 1) * 32
-      AND rutas_sees_aggregate(c.owner_country)
+      AND {AGGREGATE_CONDITION.format(owner="c.owner_country")}
     GROUP BY c.gx, c.gy, c.kind
     HAVING sum(c.n) >= greatest(k, 1)
 $$;
@@ -284,15 +301,13 @@ def upgrade() -> None:
     op.create_index("events_owner_idx", "events", ["owner_country", "id"])
 
     # text() with escaped colons: ':detail' is a literal, not a bind parameter.
-    op.execute(sa.text(DETAIL_FUNCTION_SQL.replace(":", "\\:")))
-    op.execute(sa.text(AGGREGATE_FUNCTION_SQL.replace(":", "\\:")))
+    op.execute(sa.text(SCOPE_FUNCTIONS_SQL.replace(":", "\\:")))
     for table in ("events", "ingest_batches", "event_snaps"):
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
     # Only SELECT policies: the app role cannot write records through any path.
     op.execute(
-        "CREATE POLICY events_detail ON events FOR SELECT "
-        "USING (rutas_sees_detail(owner_country, kind))"
+        f"CREATE POLICY events_detail ON events FOR SELECT USING ({DETAIL_POLICY})"
     )
     # Writes by the trusted loader (role 'system', or the table owner outside any scope).
     op.execute(
@@ -309,10 +324,12 @@ def upgrade() -> None:
         "CREATE POLICY ingest_batches_system_write ON ingest_batches FOR ALL TO PUBLIC "
         f"USING (current_user <> '{APP_ROLE}') WITH CHECK (current_user <> '{APP_ROLE}')"
     )
-    # A snap reveals where its event is: visible exactly when the event is (events' RLS applies).
+    # A snap reveals where its event is: visible exactly when the event is (events' RLS applies
+    # inside the subquery). A scalar subquery, so it is one index probe per snap read, never a
+    # hash of every visible event.
     op.execute(
         "CREATE POLICY event_snaps_scope ON event_snaps FOR SELECT "
-        "USING (EXISTS (SELECT 1 FROM events e WHERE e.id = event_snaps.event_id))"
+        "USING ((SELECT true FROM events e WHERE e.id = event_snaps.event_id))"
     )
     op.execute(
         "CREATE POLICY event_snaps_system_write ON event_snaps FOR ALL TO PUBLIC "
@@ -371,8 +388,10 @@ def downgrade() -> None:
     op.execute(f"REVOKE ALL ON events FROM {AGGREGATOR_ROLE}")
     op.execute(f"REVOKE USAGE ON SCHEMA public FROM {APP_ROLE}, {AGGREGATOR_ROLE}")
     op.drop_index("events_owner_idx", table_name="events")
-    op.execute("DROP FUNCTION IF EXISTS rutas_sees_aggregate(char)")
-    op.execute("DROP FUNCTION IF EXISTS rutas_sees_detail(char, text)")
+    for function in ("rutas_aggregate_countries()", "rutas_aggregate_all()", "rutas_detail_partners()",
+                     "rutas_partners(text[])", "rutas_detail_own()", "rutas_detail_all()",
+                     "rutas_scope_role()"):
+        op.execute(f"DROP FUNCTION IF EXISTS {function}")
     op.execute("DROP FUNCTION IF EXISTS rutas_audit_canonical(audit_log)")
     op.drop_table("audit_log")
     op.execute("DROP FUNCTION IF EXISTS rutas_audit_chain()")
