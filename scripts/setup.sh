@@ -12,6 +12,7 @@ say() { printf '\033[1m[rutas]\033[0m %s\n' "$*" >&2; }
 missing=()
 [ -e /usr/share/postgresql/15/extension/postgis.control ] || missing+=(postgresql-15-postgis-3)
 command -v ogrinfo >/dev/null 2>&1 || missing+=(gdal-bin)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
