@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import geopandas as gpd
@@ -235,9 +236,14 @@ def snap_points(
         "crossing_distance_m": np.full(n, np.nan),
     }
     valid = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-    cell = np.floor(lon / CELL_DEG) * 1000 + np.floor(lat / CELL_DEG)
-    for key in np.unique(cell[valid]):
-        members = np.flatnonzero(valid & (cell == key))
+    # group the valid points by cell with one sort (no pass over all points per cell)
+    rows = np.flatnonzero(valid)
+    cell = np.floor(lon[rows] / CELL_DEG) * 1000 + np.floor(lat[rows] / CELL_DEG)
+    by_cell = np.argsort(cell, kind="stable")
+    rows, cell = rows[by_cell], cell[by_cell]
+    bounds = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1], True]) if len(rows) else np.zeros(1, int)
+    for start, stop in pairwise(bounds):
+        members = rows[start:stop]
         _snap_cell(lon[members], lat[members], reach[members], search_m, network, members, out)
     edge, border, crossing = out["edge"], out["border"], out["crossing"]
     return pd.DataFrame(
