@@ -123,7 +123,8 @@ def _collection_doc(base: str, cid: str, title: str, description: str) -> dict[s
 
 
 _CELLS_DOC = ("Event counts per square cell (EPSG:3857 grid, cell-km wide) and kind, region-wide or "
-              "for the caller's country and partners; cells with fewer records than k are suppressed.")
+              "for the caller's country and partners; cells with fewer records than k are suppressed. "
+              "bbox selects whole cells and datetime whole months (UTC).")
 
 
 def _docs(request: Request, state: StateDep, principal: Principal) -> dict[str, dict[str, Any]]:

@@ -124,3 +124,17 @@ def test_precomputed_cells_follow_deletes_and_match_the_live_count(
     assert [
         f["properties"]["count"] for f in mapbox_vector_tile.decode(tile.content)["events"]["features"]
     ] == [11]
+
+
+def test_cells_cannot_be_cut_by_bbox_or_period(client: TestClient, cells_keys: dict[str, str]) -> None:
+    # A bbox over part of the big cluster, and a period of a few days, still count whole cells and
+    # whole months: subtracting two requests cannot reveal a suppressed count.
+    key = bearer(cells_keys["analyst"])
+    part = f"{BIG[0] - 0.0005},{BIG[1] - 0.0005},{BIG[0] + 0.0035},{BIG[1] + 0.0015}"
+    cut = client.get("/collections/event-cells/items", params={"bbox": part}, headers=key).json()
+    assert [c["properties"]["count"] for c in cut["features"]] == [11]
+    day = NOW.strftime("%Y-%m-%d")
+    month = client.get("/collections/event-cells/items", params={"datetime": f"{day}/{day}"}, headers=key)
+    counts = [c["properties"]["count"] for c in month.json()["features"]]
+    in_month = sum(1 for i in range(11) if (NOW - timedelta(days=i)).month == NOW.month)
+    assert counts == ([11] if in_month == 11 else [])

@@ -117,11 +117,23 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
         SELECT floor(ST_X(ST_Transform(e.geom, 3857)) / cell_m)::bigint AS gx,
                floor(ST_Y(ST_Transform(e.geom, 3857)) / cell_m)::bigint AS gy,
                e.kind AS e_kind
-        FROM events e
+        FROM events e, (
+            -- Whole cells and whole months only: a bbox or a period that cuts a cell or a month
+            -- would let two overlapping requests be subtracted to reveal suppressed counts.
+            SELECT ST_Transform(ST_MakeEnvelope(floor(ST_XMin(m) / cell_m) * cell_m,
+                                                floor(ST_YMin(m) / cell_m) * cell_m,
+                                                ceil(ST_XMax(m) / cell_m) * cell_m,
+                                                ceil(ST_YMax(m) / cell_m) * cell_m, 3857), 4326) AS box,
+                   date_trunc('month', since, 'UTC') AS t0,
+                   date_trunc('month', until, 'UTC') + interval '1 month' AS t1
+            FROM (SELECT ST_Transform(ST_MakeEnvelope(
+                      greatest(ST_XMin(area), -180), greatest(ST_YMin(area), -85.05),
+                      least(ST_XMax(area), 180), least(ST_YMax(area), 85.05), 4326), 3857) AS m) AS a
+        ) AS b
         WHERE {AGGREGATE_CONDITION.format(owner="e.owner_country")}
-          AND (area IS NULL OR e.geom && area)
-          AND (since IS NULL OR e.occurred_at >= since)
-          AND (until IS NULL OR e.occurred_at < until)
+          AND (b.box IS NULL OR e.geom && b.box)
+          AND (b.t0 IS NULL OR e.occurred_at >= b.t0)
+          AND (b.t1 IS NULL OR e.occurred_at < b.t1)
           AND abs(ST_Y(e.geom)) < 85.05
     ) AS cells
     GROUP BY gx, gy, e_kind
