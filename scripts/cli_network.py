@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,6 +52,14 @@ def load_layer(
             f"Capa desconocida {layer!r}: use una de {', '.join(sorted(LOADERS))}.",
             code="bad_option",
         )
+    accepted = inspect.signature(loader).parameters
+    for option in options or {}:
+        if option not in accepted:
+            raise InputError(
+                f"--{option} does not apply to {layer} layers.",
+                f"--{option} no se aplica a las capas {layer}.",
+                code="bad_option",
+            )
     return loader(db.get_engine(settings), path, settings=settings, source=source, **(options or {}))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -188,3 +189,30 @@ def _km_by_pair(frame: gpd.GeoDataFrame) -> dict[str, float]:
     pair = ["-".join(sorted((a, b))) for a, b in zip(frame["country_a"], frame["country_b"], strict=True)]
     metric = frame.set_crs("EPSG:4326", allow_override=True).to_crs("EPSG:32616")
     return {str(k): float(v) for k, v in (metric.length / 1000).groupby(pair).sum().items()}
+
+
+def test_rutas_load_command(
+    settings: Settings, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from geodata.settings import get_settings
+    from scripts.cli import app
+
+    assert settings.database_url is not None
+    monkeypatch.setenv("RUTAS_DATABASE_URL", settings.database_url)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        ok = runner.invoke(app, ["load", "crossings", str(data_dir / PORTS), "--source", "BTS", "--json"])
+        assert ok.exit_code == 0, ok.output
+        record = json.loads(ok.stdout.strip().splitlines()[-1])
+        assert record["kind"] == "crossings" and record["feature_count"] == 110 and record["source"] == "BTS"
+
+        bad = runner.invoke(app, ["load", "borders", str(data_dir / PORTS)])
+        assert bad.exit_code == 2
+        assert "Point" in bad.output and "fronteras" in bad.output
+        unknown = runner.invoke(app, ["load", "rivers", str(data_dir / PORTS)])
+        assert unknown.exit_code == 2 and "roads" in unknown.output
+    finally:
+        get_settings.cache_clear()
