@@ -243,6 +243,11 @@ def items(request: Request, collection_id: str, state: StateDep, principal: Prin
                          f"filter-crs {filter_crs!r} no se admite: use {CRS84}.", code="bad_parameter")
     cursor = _cursor(after)
     if collection_id == EVENT_CELLS_ID:
+        if filter:
+            raise InputError(f"{EVENT_CELLS_ID} takes bbox, datetime and cell-km, not filter: filter the "
+                             "events collection instead, where your role allows it.",
+                             f"{EVENT_CELLS_ID} admite bbox, datetime y cell-km, no filter: filtre la "
+                             "colección events, si su rol lo permite.", code="bad_parameter")
         return _cells(request, state, principal, bbox, interval, limit, cursor, cell_km)
     coll = get_collection(state, principal, collection_id)
     params: dict[str, Any] = {"limit": limit + 1}
