@@ -91,13 +91,33 @@ def make_copy_input(csv_path: Path, out: Path, batch_id: int) -> None:
 
 RAW_COPY_SCRIPT = """
 import sys, psycopg
-url, path = sys.argv[1], sys.argv[2]
+url, path, table = sys.argv[1], sys.argv[2], sys.argv[3]
 with psycopg.connect(url) as conn, conn.cursor() as cur, open(path, 'rb') as handle:
-    with cur.copy("COPY events (kind, occurred_at, occurred_text, date_precision, owner_country, geom, dead, "
+    with cur.copy(f"COPY {table} (kind, occurred_at, occurred_text, date_precision, owner_country, geom, "
+                  "dead, "
                   "attributes, source, source_record_id, dedupe_key, batch_id, source_row) "
                   "FROM STDIN (FORMAT csv)") as copy:
         while block := handle.read(8 << 20):
             copy.write(block)
+"""
+
+CHECK_ONLY_SCRIPT = """
+import sys
+from pathlib import Path
+from geodata.countries import load_countries
+from geodata.ingest.columns import Mapping, recognise
+from geodata.ingest.readers import open_source, scan_file
+from geodata.ingest.validate import Context, check_chunk
+from geodata.settings import get_settings
+settings, path = get_settings(), Path(sys.argv[1])
+sha256, encoding = scan_file(path)
+source = open_source(path, encoding=encoding, chunk_rows=settings.ingest_chunk_rows, mapping=Mapping())
+columns = recognise(source.headers, Mapping(), file=path.name, has_geometry=False)
+ctx = Context(file=path.name, kind="incident", owner_country="MEX", source="bench", columns=columns,
+              countries=load_countries(settings), fix_coordinates=False, earliest_year=1990,
+              max_km_outside_country=1000.0, border_tolerance_km=30.0)
+rows = sum(len(check_chunk(chunk, ctx).rows) for chunk in source.chunks)
+print(rows)
 """
 
 TO_POSTGIS_SCRIPT = """
@@ -170,7 +190,16 @@ def main() -> None:
         make_copy_input(csv_path, copy_input, int(batch))
         script = work / "raw_copy.py"
         script.write_text(RAW_COPY_SCRIPT)
-        results.append(run("raw COPY into events", ["python", str(script), plain_url, str(copy_input)], env))
+        results.append(run("raw COPY into events", ["python", str(script), plain_url, str(copy_input),
+                                                    "events"], env))
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "CREATE TABLE events_bare (LIKE events INCLUDING DEFAULTS INCLUDING IDENTITY)"))
+        results.append(run("raw COPY, table w/o indexes", ["python", str(script), plain_url, str(copy_input),
+                                                           "events_bare"], env))
+        script = work / "check_only.py"
+        script.write_text(CHECK_ONLY_SCRIPT)
+        results.append(run("rutas read+check, no DB", ["python", str(script), str(csv_path)], env))
 
         if not args.skip_slow:
             script = work / "to_postgis.py"

@@ -198,37 +198,49 @@ def ingest_file(
 class _Dedupe:
     """Finds duplicates of a batch's rows: earlier in the batch, or already in the store.
 
+    :meth:`screen` (cheap, in the reading thread) drops repeats inside a chunk and marks the
+    rows to look up in the store; :meth:`drop_stored` (on the connection) looks them up exactly.
     When the store held no record of the source before the batch, only keys whose 64-bit hash
-    matches a key this batch already loaded are looked up (exactly) in the store, so a first
-    load pays no lookup per row; otherwise every key is looked up.
+    matches a key of the batch's earlier chunks are looked up, so a first load pays no lookup
+    per row; otherwise every key is looked up.
     """
 
     source: str
     store_has_source: bool
     seen: npt.NDArray[np.uint64] = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
 
-    def fresh(self, cursor: Any, rows: pd.DataFrame) -> pd.DataFrame:
-        """The rows whose key is new, remembering them as loaded."""
-        rows = rows[~rows.duplicated(["owner_country", "dedupe_key"])]
-        if len(rows) == 0:
-            return rows
-        joined = rows["owner_country"] + "\x1f" + rows["dedupe_key"]
-        hashes = pd.util.hash_array(joined.to_numpy(dtype=object))
+    def screen(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
+        """Rows without in-chunk repeats, and which of them to look up in the store."""
+        joined = rows["owner_country"].astype(object) + "\x1f" + rows["dedupe_key"].astype(object)
+        first = ~joined.duplicated().to_numpy()
+        rows = rows[first]
+        hashes = pd.util.hash_array(joined.to_numpy(dtype=object)[first])
         if self.store_has_source:
             ask = np.ones(len(rows), dtype=bool)
+        elif len(self.seen):
+            at = np.clip(np.searchsorted(self.seen, hashes), 0, len(self.seen) - 1)
+            ask = self.seen[at] == hashes
         else:
-            at = np.clip(np.searchsorted(self.seen, hashes), 0, max(len(self.seen) - 1, 0))
-            ask = (self.seen[at] == hashes) if len(self.seen) else np.zeros(len(rows), dtype=bool)
+            ask = np.zeros(len(rows), dtype=bool)
+        # Merge the sorted hashes in (timsort merges two sorted runs in linear time).
+        merged = np.concatenate([self.seen, np.sort(hashes)])
+        merged.sort(kind="stable")
+        self.seen = merged
+        return rows, ask
+
+    def drop_stored(self, cursor: Any, rows: pd.DataFrame, ask: npt.NDArray[np.bool_]) -> pd.DataFrame:
+        """The rows whose key is not in the store yet (this batch's earlier chunks included)."""
+        if not ask.any():
+            return rows
+        asked = rows[ask]
+        cursor.execute(_EXISTING, (asked["owner_country"].tolist(), asked["dedupe_key"].tolist(),
+                       self.source))
+        found = cursor.fetchall()
+        if not found:
+            return rows
+        keys = pd.MultiIndex.from_arrays([asked["owner_country"], asked["dedupe_key"]])
         keep = np.ones(len(rows), dtype=bool)
-        if ask.any():
-            asked = rows[ask]
-            cursor.execute(_EXISTING, (asked["owner_country"].tolist(), asked["dedupe_key"].tolist(),
-                                       self.source))
-            found = cursor.fetchall()
-            if found:
-                keys = pd.MultiIndex.from_arrays([asked["owner_country"], asked["dedupe_key"]])
-                keep[np.flatnonzero(ask)[keys.isin(pd.MultiIndex.from_tuples(found))]] = False
-        self.seen = np.union1d(self.seen, hashes[keep])
+        keep[np.flatnonzero(ask)[keys.isin(pd.MultiIndex.from_tuples(found))]] = False
         return rows[keep]
 
 
@@ -252,8 +264,11 @@ class _Writer:
         self.cursor = cursor
         self.dedupe = dedupe
         self.report = report
-        self.queue: queue.Queue[pd.DataFrame | None] = queue.Queue(maxsize=2)
+        self.queue: queue.Queue[tuple[pd.DataFrame, npt.NDArray[np.bool_]] | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
+        # Counted on the writer's thread, added to the report once it has finished.
+        self.accepted = 0
+        self.stored_duplicates = 0
         self.thread = threading.Thread(target=self._run, name="rutas-ingest-copy", daemon=True)
 
     def __enter__(self) -> _Writer:
@@ -262,22 +277,25 @@ class _Writer:
 
     def put(self, rows: pd.DataFrame) -> None:
         """Queue a chunk's rows (raises the writer's error, if it failed)."""
+        fresh, ask = self.dedupe.screen(rows)
+        self.report.duplicates += len(rows) - len(fresh)
         while True:
             self._raise()
             try:
-                self.queue.put(rows, timeout=0.5)
+                self.queue.put((fresh, ask), timeout=0.5)
                 return
             except queue.Full:
                 continue
 
     def _run(self) -> None:
         try:
-            while (rows := self.queue.get()) is not None:
-                fresh = self.dedupe.fresh(self.cursor, rows)
-                self.report.duplicates += len(rows) - len(fresh)
+            while (item := self.queue.get()) is not None:
+                rows, ask = item
+                fresh = self.dedupe.drop_stored(self.cursor, rows, ask)
+                self.stored_duplicates += len(rows) - len(fresh)
                 if len(fresh):
                     _copy_rows(self.cursor, fresh, int(self.report.batch_id or 0))
-                    self.report.accepted += len(fresh)
+                    self.accepted += len(fresh)
         except BaseException as exc:  # handed to the caller's thread
             self.error = exc
             while self.queue.get() is not None:  # let the producer finish
@@ -293,6 +311,8 @@ class _Writer:
             self.thread.join()
         if kind is None:
             self._raise()
+        self.report.accepted += self.accepted
+        self.report.duplicates += self.stored_duplicates
 
 
 def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: bool, loaded_by: str,
