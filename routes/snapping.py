@@ -168,8 +168,8 @@ def nearest_lines(
 
     Notes
     -----
-    Lines are indexed by their straight segments: a segment's box is tight and its distance
-    cheap, so the tree search visits far fewer candidates than with whole polylines. On exact
+    Lines are indexed in pieces of at most 8 segments: a piece's box is tight and its
+    distance cheap, so the tree search visits fewer candidates than with long polylines. On exact
     ties the lowest line index wins, so the result does not depend on query order. Points
     are queried in Z-order, which keeps the tree walk in cache.
     """
@@ -177,7 +177,7 @@ def nearest_lines(
     distance = np.full(len(x), np.nan)
     if len(x) == 0 or len(lines) == 0:
         return index, distance
-    pieces, owner = _segments(lines)
+    pieces, owner = _pieces(lines)
     tree = shapely.STRtree(pieces)
     order = morton_order(x, y)
     points = shapely.points(x[order], y[order])
@@ -195,21 +195,31 @@ def nearest_lines(
     return index, distance
 
 
-def _segments(geoms: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], IntArray]:
-    """Each LineString's straight segments (two-point lines) and the index of the line they belong to.
+def _pieces(geoms: npt.NDArray[Any], max_segments: int = 8) -> tuple[npt.NDArray[Any], IntArray]:
+    """LineStrings cut into pieces of at most ``max_segments`` segments, and the line each came from.
 
-    Other geometries (points, polygons) are kept whole.
+    Other geometries (points, polygons) are kept whole. Pieces keep every vertex, so the
+    distance to the nearest piece of a line is the distance to the line.
     """
     is_line = shapely.get_type_id(geoms) == 1
-    coords, which = shapely.get_coordinates(geoms[is_line], return_index=True)
     lines_at = np.flatnonzero(is_line)
-    joined = which[1:] == which[:-1]
-    segments = shapely.linestrings(np.stack([coords[:-1][joined], coords[1:][joined]], axis=1))
+    coords, which = shapely.get_coordinates(geoms[is_line], return_index=True)
+    count = np.bincount(which, minlength=len(lines_at))
+    pos = np.arange(len(coords)) - np.repeat(np.cumsum(count) - count, count)
+    last_piece = np.maximum(count - 2, 0) // max_segments  # per line
+    piece = np.minimum(pos // max_segments, last_piece[which])
+    # a vertex where one piece ends and the next starts belongs to both
+    shared = (pos % max_segments == 0) & (pos > 0) & (pos < count[which] - 1)
+    offset = np.cumsum(last_piece + 1) - (last_piece + 1)
+    piece_id = np.concatenate([offset[which] + piece, offset[which[shared]] + piece[shared] - 1])
+    # within a piece: the shared start vertex (from the previous piece's end) sorts by position
+    all_pos = np.concatenate([pos, pos[shared]])
+    order = np.lexsort((all_pos, piece_id))
+    xy = np.concatenate([coords, coords[shared]])[order]
+    pieces = shapely.linestrings(xy, indices=piece_id[order])
+    owner = np.repeat(lines_at, last_piece + 1)
     others = np.flatnonzero(~is_line)
-    return (
-        np.concatenate([segments, geoms[others]]),
-        np.concatenate([lines_at[which[:-1][joined]], others]).astype(np.int64),
-    )
+    return np.concatenate([pieces, geoms[others]]), np.concatenate([owner, others]).astype(np.int64)
 
 
 def snap_points(
