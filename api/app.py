@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api import errors, features, ingest, tiles
+from api import errors, features, ingest, tiles, web
 from api.auth import Authenticator, RateLimiter
 from api.deps import AppState, StateDep
 from geodata.db import database_url, scoped
@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(features.router)
     app.include_router(tiles.router)
     app.include_router(ingest.router)
+    app.include_router(web.router)
 
     @app.get("/healthz", summary="Health", tags=["Service"])
     def healthz(state: StateDep) -> JSONResponse:

@@ -2,8 +2,8 @@
 
 Rows go to ``audit_log``, which the app role can only insert into; a trigger chains each row to
 the previous one with SHA-256 (``hash = sha256(canonical(row))``, the canonical text including
-the previous row's hash). :func:`verify_chain` recomputes every hash here, in Python, so an edited
-row or a deleted one breaks the chain where it happened.
+the previous row's hash, in ``seq`` order, numbered under a lock). :func:`verify_chain` recomputes
+every hash here, in Python, so an edited row or a deleted one breaks the chain where it happened.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class ChainReport:
 def _canonical(row: Any) -> str:
     # Must match rutas_audit_canonical() of migration 0003, field by field.
     return "|".join([
-        row.prev_hash, str(row.id), row.at_text, row.who, row.role, (row.country or ""), row.action,
-        row.collection, row.filter_text, str(row.records),
+        row.prev_hash, str(row.seq), str(row.id), row.at_text, row.who, row.role, (row.country or ""),
+        row.action, row.collection, row.filter_text, str(row.records),
     ])
 
 
@@ -82,20 +82,20 @@ def verify_chain(engine: Engine, batch_rows: int = 10_000) -> ChainReport:
     """
     expected_prev = GENESIS
     checked = 0
-    last_id = 0
+    last_seq = 0
     with scoped(engine, SYSTEM) as conn:
         while True:
             rows = conn.execute(
-                sa.text("SELECT id, prev_hash, hash, who, role, country, action, collection, records, "
+                sa.text("SELECT seq, id, prev_hash, hash, who, role, country, action, collection, records, "
                         "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at_text, "
-                        "filter::text AS filter_text FROM audit_log WHERE id > :after "
-                        "ORDER BY id LIMIT :n"),
-                {"after": last_id, "n": batch_rows},
+                        "filter::text AS filter_text FROM audit_log WHERE seq > :after "
+                        "ORDER BY seq LIMIT :n"),
+                {"after": last_seq, "n": batch_rows},
             ).all()
             if not rows:
                 break
             for row in rows:
-                if row.prev_hash != expected_prev:
+                if row.seq != last_seq + 1 or row.prev_hash != expected_prev:
                     return ChainReport(
                         checked, False, row.id,
                         f"row {row.id} does not follow the row before it: a row was deleted or inserted",
@@ -110,5 +110,5 @@ def verify_chain(engine: Engine, batch_rows: int = 10_000) -> ChainReport:
                     )
                 expected_prev = row.hash
                 checked += 1
-                last_id = row.id
+                last_seq = row.seq
     return ChainReport(checked, True)

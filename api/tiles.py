@@ -95,9 +95,11 @@ def tile(state: StateDep, principal: Principal, collection_id: str, z: int, x: i
     """The MVT bytes of one tile for the caller, and how many features it holds."""
     _check(z, x, y)
     known = COLLECTIONS.get(collection_id)
-    # Every role may see record-level collections aggregated: below the detail zoom, no records.
+    # Every role may see record-level collections aggregated: below the detail zoom nobody gets
+    # records, and roles without record access (analyst, border authority) get cells at every zoom.
     aggregated = collection_id == EVENT_CELLS_ID or (
-        known is not None and known.record_level and z < state.settings.tiles_detail_min_zoom)
+        known is not None and known.record_level
+        and (z < state.settings.tiles_detail_min_zoom or principal.role not in known.roles))
     coll: Collection | None = None
     if not aggregated:
         coll = get_collection(state, principal, collection_id)
@@ -123,4 +125,5 @@ def get_tile(request: Request, collection_id: str, z: ZoomP, x: ColP, y: RowP, s
              principal: PrincipalDep) -> Response:
     """One Mapbox Vector Tile (layer named after the collection); aggregated cells below the detail zoom."""
     data, _ = tile(state, principal, collection_id, z, x, y)
-    return Response(data, media_type=MVT, headers={"Cache-Control": "private, max-age=60"})
+    # Tiles depend on who asks: a browser must never serve one key's tile to another key.
+    return Response(data, media_type=MVT, headers={"Cache-Control": "no-store", "Vary": "Authorization"})

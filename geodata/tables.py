@@ -215,6 +215,7 @@ audit_log = sa.Table(
     "audit_log",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.clock_timestamp()),
     sa.Column("who", sa.Text, nullable=False),
     sa.Column("role", sa.Text, nullable=False),
@@ -226,6 +227,7 @@ audit_log = sa.Table(
     sa.Column("prev_hash", sa.Text, nullable=False, server_default=""),
     sa.Column("hash", sa.Text, nullable=False, server_default=""),
 )
+sa.Index("audit_log_seq_idx", audit_log.c.seq, unique=True)
 sa.Index("events_owner_idx", events.c.owner_country, events.c.id)
 
 #: Event counts per low-zoom tile cell (level = zoom, cells of the zoom + 5 tile grid), kept by triggers.

@@ -8,6 +8,7 @@ import typer
 
 from api.audit import verify_chain
 from api.auth import create_key, set_agreement
+from api.web import install_assets
 from geodata import db
 from geodata.errors import RutasError
 from geodata.settings import Settings, get_settings
@@ -36,7 +37,11 @@ def _serve(
     db.upgrade(settings)
     host = host or settings.api_host
     port = port or settings.api_port
-    out.print(f"Rutas API: http://{host}:{port}/  (OpenAPI: /openapi.json)")
+    try:
+        install_assets(settings)
+    except RutasError as error:  # the API works without the map; say why the map will not
+        out.print(f"[yellow]Web map unavailable / mapa web no disponible:[/] {error}")
+    out.print(f"Rutas API: http://{host}:{port}/  (OpenAPI: /openapi.json, map: /map)")
     serve(settings, host, port)
 
 
@@ -112,3 +117,4 @@ def demo_stage(settings: Settings) -> None:
     out.print(f"  prosecutor MEX: {prosecutor}", highlight=False, soft_wrap=True)
     out.print(f"  try: curl -H 'Authorization: Bearer {analyst}' {base}/collections/event-cells/items",
               highlight=False, soft_wrap=True)
+    out.print(f"  web map: {base}/map#key={prosecutor}", highlight=False, soft_wrap=True)

@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import jwt
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -214,3 +216,21 @@ def test_audit_rows_record_every_read_and_the_chain_detects_edits(
             conn.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_chain"))
             conn.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
     assert verify_chain(engine).ok
+
+
+def test_concurrent_reads_keep_one_unbroken_chain(
+    live_server: str, keys: dict[tuple[str, str | None], str], world: list[Record], engine: Engine
+) -> None:
+    key = bearer(keys[("prosecutor", "COL")])
+
+    def read(i: int) -> int:
+        url = f"{live_server}/collections/events/items?limit={1 + i % 5}"
+        return httpx.get(url, headers=key, timeout=60).status_code
+
+    with engine.begin() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM audit_log")).scalar_one()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert set(pool.map(read, range(64))) == {200}
+    report = verify_chain(engine)
+    assert report.ok, report
+    assert report.rows == before + 64

@@ -64,6 +64,12 @@ def check_matrix(client: TestClient, keys: dict[tuple[str, str | None], str], wo
             )
             listed = {c["id"] for c in client.get("/collections", headers=bearer(key)).json()["collections"]}
             assert "events" not in listed and "event-cells" in listed, who
+            # Tiles at a detail zoom: cells only (here all suppressed), never a record.
+            x, y = _tile_of(world[0].lon, world[0].lat, 9)
+            tile = client.get(f"/collections/events/tiles/WebMercatorQuad/9/{x}/{y}", headers=bearer(key))
+            assert tile.status_code == 200, who
+            for layer in mapbox_vector_tile.decode(tile.content).values():
+                assert all(f["geometry"]["type"] == "Polygon" for f in layer["features"]), who
             continue
         # items, every page
         features = _all_items(client, key, {})

@@ -218,21 +218,24 @@ GRANT EXECUTE ON FUNCTION rutas_tile_cells(integer, integer, integer, integer) T
 AUDIT_SQL = f"""
 CREATE OR REPLACE FUNCTION rutas_audit_canonical(a audit_log) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT concat_ws('|', a.prev_hash, a.id::text,
+    SELECT concat_ws('|', a.prev_hash, a.seq::text, a.id::text,
                      to_char(a.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                      a.who, a.role, coalesce(a.country, ''), a.action, a.collection,
                      a.filter::text, a.records::text)
 $$;
 
 -- Chains each new row to the previous one. SECURITY DEFINER: the app role may only insert,
--- yet the trigger must read the last hash. The advisory lock serialises writers until commit.
+-- yet the trigger must read the last hash. The advisory lock serialises writers until commit,
+-- and the chain order is seq, numbered under that lock (ids are drawn before it, so concurrent
+-- writers may commit out of id order; a rolled-back writer leaves no gap in seq).
 CREATE OR REPLACE FUNCTION rutas_audit_chain() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('rutas_audit_log'));
     NEW.at := clock_timestamp();
-    NEW.prev_hash := coalesce(
-        (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1), repeat('0', 64));
+    SELECT l.seq + 1, l.hash INTO NEW.seq, NEW.prev_hash FROM audit_log l ORDER BY l.seq DESC LIMIT 1;
+    NEW.seq := coalesce(NEW.seq, 1);
+    NEW.prev_hash := coalesce(NEW.prev_hash, repeat('0', 64));
     NEW.hash := encode(sha256(convert_to(rutas_audit_canonical(NEW), 'UTF8')), 'hex');
     RETURN NEW;
 END
@@ -297,6 +300,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False,
                   server_default=sa.func.clock_timestamp()),
         sa.Column("who", sa.Text, nullable=False),
@@ -309,6 +313,7 @@ def upgrade() -> None:
         sa.Column("prev_hash", sa.Text, nullable=False, server_default=""),
         sa.Column("hash", sa.Text, nullable=False, server_default=""),
     )
+    op.create_index("audit_log_seq_idx", "audit_log", ["seq"], unique=True)
     op.execute(AUDIT_SQL)
     op.create_index("events_owner_idx", "events", ["owner_country", "id"])
 
