@@ -38,8 +38,11 @@ from geodata.settings import CHECKOUT_DIR, get_settings
 PLACES = np.array([(14.9054, -92.2630), (19.4326, -99.1332), (31.6904, -106.4245), (8.4500, -77.3000),
                    (15.5000, -88.0300), (25.6866, -100.3161), (32.5149, -117.0382), (9.0000, -79.5000)])
 
+# Peak memory is the process's own VmHWM (getrusage's ru_maxrss would include the forking
+# parent's memory, which Linux carries across exec).
+_HWM = "int(next(l for l in open('/proc/%s/status') if l.startswith('VmHWM')).split()[1])"
 _MEASURE = (
-    "import resource, sys, time, runpy\n"
+    "import sys, time, runpy\n"
     "start = time.perf_counter()\n"
     "sys.argv = sys.argv[1:]\n"
     "try:\n"
@@ -48,8 +51,7 @@ _MEASURE = (
     "except SystemExit as exit_:\n"
     "    if exit_.code not in (0, None): raise\n"
     "finally:\n"
-    "    sys.stderr.write('BENCH %.3f %d\\n' % (time.perf_counter() - start, "
-    "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    f"    sys.stderr.write('BENCH %.3f %d\\n' % (time.perf_counter() - start, {_HWM % 'self'}))\n"
 )
 
 
@@ -130,12 +132,19 @@ points.to_postgis("bench_to_postgis", sa.create_engine(url), if_exists="replace"
 
 
 _MEASURE_BINARY = (
-    "import resource, subprocess, sys, time\n"
+    "import subprocess, sys, time\n"
     "start = time.perf_counter()\n"
-    "done = subprocess.run(sys.argv[1:])\n"
-    "sys.stderr.write('BENCH %.3f %d\\n' % (time.perf_counter() - start, "
-    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
-    "sys.exit(done.returncode)\n"
+    "child = subprocess.Popen(sys.argv[1:])\n"
+    "peak = 0\n"
+    "while child.poll() is None:\n"
+    "    try:\n"
+    "        peak = max(peak, int(next(line for line in open('/proc/%d/status' % child.pid)\n"
+    "                                  if line.startswith('VmHWM')).split()[1]))\n"
+    "    except (OSError, StopIteration):\n"
+    "        pass\n"
+    "    time.sleep(0.05)\n"
+    "sys.stderr.write('BENCH %.3f %d\\n' % (time.perf_counter() - start, peak))\n"
+    "sys.exit(child.returncode)\n"
 )
 
 
