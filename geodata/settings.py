@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     # radius in which the nearest border segment and crossing of an event are looked for
     snap_search_km: float = 100.0
     snap_chunk_rows: int = 50_000
+    snap_workers: int = 2
     # point layer whose nearest place (30 km) names each inferred border crossing
     crossing_places_file: Path | None = None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
@@ -153,6 +154,8 @@ def nearest_lines(
     y: FloatArray,
     lines: npt.NDArray[Any],
     max_distance: float | None,
+    *,
+    workers: int = 1,
 ) -> tuple[IntArray, FloatArray]:
     """Index of the nearest line to each point and the planar distance to it (-1 and NaN beyond reach).
 
@@ -165,6 +168,9 @@ def nearest_lines(
     max_distance
         Search radius in metres; points with nothing within it get index -1. ``None``
         searches without limit.
+    workers
+        Threads that query the tree at once (shapely releases the GIL while searching); each
+        takes a contiguous run of Z-ordered points.
 
     Notes
     -----
@@ -181,9 +187,22 @@ def nearest_lines(
     tree = shapely.STRtree(pieces)
     order = morton_order(x, y)
     points = shapely.points(x[order], y[order])
-    (pos, hit), dist = tree.query_nearest(
-        points, max_distance=max_distance, return_distance=True, all_matches=True
-    )
+
+    def query(start: int, stop: int) -> tuple[IntArray, IntArray, FloatArray]:
+        (at, found), how_far = tree.query_nearest(
+            points[start:stop], max_distance=max_distance, return_distance=True, all_matches=True
+        )
+        return at + start, found, how_far
+
+    cuts = np.linspace(0, len(points), max(1, workers) + 1).astype(int)
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(query, cuts[:-1], cuts[1:]))
+    else:
+        parts = [query(0, len(points))]
+    pos = np.concatenate([part[0] for part in parts])
+    hit = np.concatenate([part[1] for part in parts])
+    dist = np.concatenate([part[2] for part in parts])
     # all_matches gives every equidistant segment; keep the lowest line index for a stable answer
     hit = owner[hit]
     best = np.lexsort((hit, pos))
@@ -223,7 +242,13 @@ def _pieces(geoms: npt.NDArray[Any], max_segments: int = 8) -> tuple[npt.NDArray
 
 
 def snap_points(
-    lon: FloatArray, lat: FloatArray, network: Network, *, reach_m: FloatArray | float, search_m: float
+    lon: FloatArray,
+    lat: FloatArray,
+    network: Network,
+    *,
+    reach_m: FloatArray | float,
+    search_m: float,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Nearest edge, border segment and crossing of each point (a pure function of points and network).
 
@@ -238,6 +263,8 @@ def snap_points(
         flagged ``off_network``.
     search_m
         Radius (metres) in which the nearest border segment and crossing are looked for.
+    workers
+        Threads for the nearest-edge search (see :func:`nearest_lines`); results do not depend on it.
 
     Returns
     -------
@@ -272,7 +299,7 @@ def snap_points(
     bounds = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1], True]) if len(rows) else np.zeros(1, int)
     for start, stop in pairwise(bounds):
         members = rows[start:stop]
-        _snap_cell(lon[members], lat[members], reach[members], search_m, network, members, out)
+        _snap_cell(lon[members], lat[members], reach[members], search_m, network, members, out, workers)
     edge, border, crossing = out["edge"], out["border"], out["crossing"]
     return pd.DataFrame(
         {
@@ -339,6 +366,7 @@ def _snap_cell(
     network: Network,
     members: IntArray,
     out: dict[str, Any],
+    workers: int = 1,
 ) -> None:
     forward = _cell_transformer(float(np.floor(lon[0] / CELL_DEG)), float(np.floor(lat[0] / CELL_DEG)))
     x, y = (np.asarray(v) for v in forward.transform(lon, lat))
@@ -360,7 +388,7 @@ def _snap_cell(
         # densify to 0.01 degree first: a long straight segment in lon/lat is not straight in the cell's
         # projection, and the nearest point must lie on the line as stored (EPSG:4326)
         local = _project(shapely.segmentize(geoms[cand], 0.01), forward)
-        idx, _ = nearest_lines(x, y, local, limit)
+        idx, _ = nearest_lines(x, y, local, limit, workers=workers if len(x) > 10_000 else 1)
         hit = np.flatnonzero(idx >= 0)
         geom = local[idx[hit]]
         on_line = shapely.get_type_id(geom) != 0
@@ -489,6 +517,7 @@ def snap_pending(
                 network,
                 reach_m=reach_for(chunk[:, 3], settings),
                 search_m=settings.snap_search_km * 1000.0,
+                workers=settings.snap_workers,
             )
             _store(conn, ids, snaps, layers_json)
             last_id = int(ids[-1])

@@ -53,6 +53,11 @@ def test_snapped_edge_is_the_true_nearest_edge(slv_edges: gpd.GeoDataFrame) -> N
     clear = np.abs(best - reach) > reach * 0.002
     assert np.array_equal(~on[clear], (best > reach)[clear])
     assert 300 < on.sum() < 2900  # the sample has points on and off the network
+    # the planar search alone finds the brute-force minimum; threads split the work, not the answers
+    px, py = shapely.get_x(np.asarray(pts)), shapely.get_y(np.asarray(pts))
+    one, one_dist = nearest_lines(px, py, np.asarray(utm), None)
+    two, _ = nearest_lines(px, py, np.asarray(utm), None, workers=2)
+    assert np.allclose(one_dist, best) and np.array_equal(one, two)
 
     # the snapped point lies on the chosen edge at the stated fraction of its length
     at = shapely.line_interpolate_point(
