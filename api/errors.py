@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -87,6 +88,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.OperationalError)
     async def _database(_: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        if isinstance(exc.orig, psycopg.errors.QueryCanceled):
+            return problem_response(
+                503, "ServiceUnavailable",
+                "The request took longer than the database allows (30 s): narrow the bbox, the period, "
+                "the filter or the limit.",
+                "La petición tardó más de lo que permite la base de datos (30 s): reduzca el bbox, el "
+                "periodo, el filtro o el límite.")
         log.error("database unavailable: %s", type(exc.orig).__name__)
         return problem_response(503, "ServiceUnavailable",
                                 "The database is not answering; try again in a moment.",

@@ -135,6 +135,8 @@ SYSTEM = Scope()
 
 #: The database role requests run as (created by migration 0003); it owns no table.
 APP_ROLE = "rutas_app"
+#: Longest a caller's statement may run (milliseconds) before PostgreSQL cancels it.
+APP_STATEMENT_TIMEOUT_MS = 30_000
 
 
 @contextmanager
@@ -150,7 +152,8 @@ def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
         # security policies of migration 0003 always apply to it (set_config('role') is SET
         # LOCAL ROLE); JIT is off for its short queries. One round trip sets it all.
         as_app = "" if scope.role == SYSTEM.role else (
-            f", set_config('role', '{APP_ROLE}', true), set_config('jit', 'off', true)")
+            f", set_config('role', '{APP_ROLE}', true), set_config('jit', 'off', true), "
+            f"set_config('statement_timeout', '{APP_STATEMENT_TIMEOUT_MS}', true)")
         conn.execute(
             sa.text(
                 "SELECT set_config('rutas.role', :role, true), "

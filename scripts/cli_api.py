@@ -112,7 +112,7 @@ def demo_stage(settings: Settings) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     out.print("[bold]API[/] (rutas serve):")
     out.print(f"  {base}/collections  —  OGC API Features; tiles at "
-              "/collections/events/tiles/WebMercatorQuad/z/x/y")
+              "/collections/events/tiles/WebMercatorQuad/z/x/y", soft_wrap=True)
     out.print(f"  analyst key:    {analyst}", highlight=False, soft_wrap=True)
     out.print(f"  prosecutor MEX: {prosecutor}", highlight=False, soft_wrap=True)
     out.print(f"  try: curl -H 'Authorization: Bearer {analyst}' {base}/collections/event-cells/items",

@@ -130,6 +130,7 @@ def test_low_zoom_tiles_carry_only_suppressed_counts(
 def test_requests_run_as_the_app_role_which_owns_nothing(engine: Engine) -> None:
     with scoped(engine, Scope(role="prosecutor", country="COL")) as conn:
         assert conn.execute(sa.text("SELECT current_user")).scalar_one() == APP_ROLE
+        assert conn.execute(sa.text("SHOW statement_timeout")).scalar_one() == "30s"
     with engine.begin() as conn:
         owned = conn.execute(
             sa.text(
