@@ -192,6 +192,8 @@ def main() -> None:
         results.append(rutas)
 
         with engine.begin() as conn:
+            # The same starting point as rutas ingest had: an empty events table.
+            conn.execute(sa.text("TRUNCATE events, ingest_batches RESTART IDENTITY CASCADE"))
             batch = conn.execute(sa.text(
                 "INSERT INTO ingest_batches (file_name, sha256, kind, source, loaded_by) "
                 "VALUES ('raw', '', 'incident', 'raw-copy', 'bench') RETURNING id")).scalar_one()

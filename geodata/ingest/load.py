@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,8 @@ def ingest_file(
         Called as ``on_loaded(conn, batch_id)`` inside the transaction after the rows are stored.
     progress
         Called as ``progress(done, total)`` while reading (bytes or features).
+    display_name
+        Name used for the file in reports and messages (default: the file's name).
 
     Raises
     ------
@@ -340,7 +342,7 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
                 {"source": ctx.source}).scalar()))
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with _Writer(cursor, dedupe, report) as writer:
-                for chunk in _chunks(opened):
+                for chunk in opened.chunks:
                     checked = check_chunk(chunk, ctx)
                     report.rows_read += len(chunk.frame)
                     report.rejected += checked.rejected
@@ -393,10 +395,6 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
     log.info("batch %s: %s read, %s accepted, %s rejected, %s duplicates in %.1f s", report.batch_id,
              report.rows_read, report.accepted, report.rejected, report.duplicates, report.seconds)
     return report
-
-
-def _chunks(opened: Source) -> Iterator[Any]:
-    yield from opened.chunks
 
 
 def _notes(file: str, ctx: Context, ambiguous: list[int], total: int, report: BatchReport) -> list[Problem]:
