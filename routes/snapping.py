@@ -45,6 +45,8 @@ IntArray = npt.NDArray[np.int64]
 
 #: Side of the cells (degrees) whose points share one local projection.
 CELL_DEG = 4.0
+#: Radius (metres) of the first, bounded pass of an unbounded nearest search.
+UNBOUNDED_FIRST_PASS_M = 10_000.0
 #: Metres per degree used to widen search boxes: lower bounds, so boxes are never too small.
 _M_PER_DEG_LAT = 110_000.0
 _M_PER_DEG_LON_EQ = 111_000.0
@@ -188,21 +190,35 @@ def nearest_lines(
     order = morton_order(x, y)
     points = shapely.points(x[order], y[order])
 
-    def query(start: int, stop: int) -> tuple[IntArray, IntArray, FloatArray]:
-        (at, found), how_far = tree.query_nearest(
-            points[start:stop], max_distance=max_distance, return_distance=True, all_matches=True
-        )
-        return at + start, found, how_far
+    def search(subset: IntArray, limit: float | None) -> tuple[IntArray, IntArray, FloatArray]:
+        def query(start: int, stop: int) -> tuple[IntArray, IntArray, FloatArray]:
+            (at, found), how_far = tree.query_nearest(
+                points[subset[start:stop]], max_distance=limit, return_distance=True, all_matches=True
+            )
+            return subset[start:stop][at], found, how_far
 
-    cuts = np.linspace(0, len(points), max(1, workers) + 1).astype(int)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(query, cuts[:-1], cuts[1:]))
+        cuts = np.linspace(0, len(subset), max(1, workers) + 1).astype(int)
+        if workers > 1 and len(subset) > workers:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                parts = list(pool.map(query, cuts[:-1], cuts[1:]))
+        else:
+            parts = [query(0, len(subset))]
+        return (
+            np.concatenate([part[0] for part in parts]),
+            np.concatenate([part[1] for part in parts]),
+            np.concatenate([part[2] for part in parts]),
+        )
+
+    everyone = np.arange(len(points))
+    if max_distance is None:
+        # a bounded search prunes the tree early; only points with nothing near need the unbounded one
+        pos, hit, dist = search(everyone, UNBOUNDED_FIRST_PASS_M)
+        rest = np.setdiff1d(everyone, pos)
+        if len(rest):
+            more = search(rest, None)
+            pos, hit, dist = (np.concatenate([a, b]) for a, b in zip((pos, hit, dist), more, strict=True))
     else:
-        parts = [query(0, len(points))]
-    pos = np.concatenate([part[0] for part in parts])
-    hit = np.concatenate([part[1] for part in parts])
-    dist = np.concatenate([part[2] for part in parts])
+        pos, hit, dist = search(everyone, max_distance)
     # all_matches gives every equidistant segment; keep the lowest line index for a stable answer
     hit = owner[hit]
     best = np.lexsort((hit, pos))
