@@ -8,10 +8,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from api import errors, features, ingest, tiles, web
 from api.auth import Authenticator, RateLimiter
+from api.collections import COLLECTIONS
 from api.deps import AppState, StateDep
 from geodata.db import database_url, scoped
 from geodata.settings import Settings
@@ -101,6 +103,26 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
+
+    def openapi() -> dict[str, Any]:
+        # Queryables can also be given as plain query parameters (name=value): list them, so
+        # clients such as GDAL know they may filter on the server.
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        operation = schema["paths"]["/collections/{collectionId}/items"]["get"]
+        present = {p["name"] for p in operation.get("parameters", [])}
+        names = sorted({name for c in COLLECTIONS.values() for name, q in c.queryables.items()
+                        if q.type != "geometry"} - present)
+        operation.setdefault("parameters", []).extend(
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+             "description": f"Equality on the queryable '{name}' (in the collections that have it)"}
+            for name in names)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(features.router)
     app.include_router(tiles.router)
     app.include_router(ingest.router)

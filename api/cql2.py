@@ -86,6 +86,8 @@ def parse(filter_text: str, lang: str | None = None) -> dict[str, Any]:
     InputError
         With code ``bad_filter`` and the parser's position when the text is not CQL2.
     """
+    if lang == "cql-text":  # the draft's name, still sent by GDAL and other clients
+        lang = "cql2-text"
     if lang not in (None, "cql2-text", "cql2-json"):
         raise _bad(f"filter-lang {lang!r} is not supported (use cql2-text or cql2-json).",
                    f"filter-lang {lang!r} no es compatible (use cql2-text o cql2-json).")
@@ -386,7 +388,35 @@ def to_sql(tree: dict[str, Any], queryables: dict[str, Queryable], *, max_nodes:
     return SqlFilter(sql=sql, params=translator.params)
 
 
-def compile_filter(filter_text: str, lang: str | None, queryables: dict[str, Queryable],
-                   *, max_nodes: int) -> SqlFilter:
-    """Parse and translate a filter in one step (what the items endpoint calls)."""
-    return to_sql(parse(filter_text, lang), queryables, max_nodes=max_nodes)
+def compile_filter(filter_text: str | None, lang: str | None, queryables: dict[str, Queryable],
+                   *, max_nodes: int, equals: list[tuple[str, str]] | None = None) -> SqlFilter:
+    """Parse and translate a filter, ANDed with ``name=value`` query parameters, in one step.
+
+    ``equals`` are queryables given as plain query parameters (OGC "queryables as query
+    parameters"): each value is read as the queryable's type.
+    """
+    trees: list[Any] = [parse(filter_text, lang)] if filter_text else []
+    for name, value in equals or []:
+        trees.append({"op": "=", "args": [{"property": name}, _typed(queryables[name], value)]})
+    if not trees:
+        return SqlFilter(sql="TRUE")
+    tree = trees[0] if len(trees) == 1 else {"op": "and", "args": trees}
+    return to_sql(tree, queryables, max_nodes=max_nodes)
+
+
+def _typed(queryable: Queryable, value: str) -> Any:
+    """A query parameter's text as a CQL2-JSON literal of the queryable's type."""
+    if queryable.type in ("number", "integer"):
+        try:
+            return float(value)
+        except ValueError:
+            raise _bad(f"{queryable.name}={value!r} must be a number.",
+                       f"{queryable.name}={value!r} debe ser un número.") from None
+    if queryable.type == "boolean":
+        if value.lower() not in ("true", "false"):
+            raise _bad(f"{queryable.name}={value!r} must be true or false.",
+                       f"{queryable.name}={value!r} debe ser true o false.")
+        return value.lower() == "true"
+    if queryable.type == "datetime":
+        return {"timestamp": value}
+    return value

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api import audit
@@ -26,6 +26,10 @@ from geodata.db import scoped
 from geodata.errors import InputError, RutasError
 
 router = APIRouter()
+
+#: Path parameters under their OGC names (clients such as GDAL read the OpenAPI paths).
+CollectionP = Annotated[str, Path(alias="collectionId", description="Collection id")]
+FeatureP = Annotated[str, Path(alias="featureId", description="Feature id")]
 
 GEOJSON = "application/geo+json"
 CONFORMANCE = [
@@ -159,8 +163,8 @@ def get_collection(state: StateDep, principal: Principal, cid: str) -> Collectio
     return coll
 
 
-@router.get("/collections/{collection_id}", summary="One collection", tags=["OGC API"])
-def collection(request: Request, collection_id: str, state: StateDep,
+@router.get("/collections/{collectionId}", summary="One collection", tags=["OGC API"])
+def collection(request: Request, collection_id: CollectionP, state: StateDep,
                principal: PrincipalDep) -> dict[str, Any]:
     """A collection's description and links."""
     docs = _docs(request, state, principal)
@@ -170,9 +174,9 @@ def collection(request: Request, collection_id: str, state: StateDep,
     return docs[collection_id]
 
 
-@router.get("/collections/{collection_id}/queryables", summary="Queryables of a collection",
+@router.get("/collections/{collectionId}/queryables", summary="Queryables of a collection",
             tags=["OGC API"], response_class=JSONResponse)
-def queryables(request: Request, collection_id: str, state: StateDep,
+def queryables(request: Request, collection_id: CollectionP, state: StateDep,
                principal: PrincipalDep) -> JSONResponse:
     """JSON Schema of the properties a CQL2 filter may name."""
     base = _base(request)
@@ -193,7 +197,12 @@ def queryables(request: Request, collection_id: str, state: StateDep,
 
 
 FilterQ = Annotated[str | None, Query(description="CQL2 filter (text or JSON)", max_length=20_000)]
-FilterLangQ = Annotated[str | None, Query(alias="filter-lang", description="cql2-text or cql2-json")]
+FilterLangQ = Annotated[str | None, Query(
+    alias="filter-lang", description="cql2-text or cql2-json (cql-text accepted)",
+    json_schema_extra={"enum": ["cql2-text", "cql2-json", "cql-text"]})]
+#: Query parameters of the items endpoint that are not queryables.
+RESERVED = frozenset({"limit", "bbox", "datetime", "filter", "filter-lang", "filter-crs", "after", "cell-km",
+                      "f"})
 FilterCrsQ = Annotated[str | None, Query(alias="filter-crs", description="Only CRS84 (EPSG:4326 lon/lat)")]
 AfterQ = Annotated[str | None, Query(description="Keyset cursor: the last id of the previous page")]
 CellKmQ = Annotated[str | None, Query(alias="cell-km", description="event-cells: cell width in km")]
@@ -231,9 +240,9 @@ def _cursor(after: str | None) -> int | None:
                          code="bad_parameter") from None
 
 
-@router.get("/collections/{collection_id}/items", summary="Features of a collection", tags=["OGC API"],
+@router.get("/collections/{collectionId}/items", summary="Features of a collection", tags=["OGC API"],
             response_class=Response, responses={200: {"content": {GEOJSON: {}}}})
-def items(request: Request, collection_id: str, state: StateDep, principal: PrincipalDep,
+def items(request: Request, collection_id: CollectionP, state: StateDep, principal: PrincipalDep,
           bbox: BboxDep, interval: DatetimeDep, limit: LimitDep, filter: FilterQ = None,
           filter_lang: FilterLangQ = None, filter_crs: FilterCrsQ = None, after: AfterQ = None,
           cell_km: CellKmQ = None) -> Response:
@@ -262,9 +271,12 @@ def items(request: Request, collection_id: str, state: StateDep, principal: Prin
         if interval[1]:
             where.append(f"{coll.time_sql} <= :t1")
             params["t1"] = interval[1]
-    if filter:
+    equals = [(name, value) for name, value in request.query_params.multi_items()
+              if name not in RESERVED and name in coll.queryables
+              and coll.queryables[name].type != "geometry"]
+    if filter or equals:
         compiled = compile_filter(filter, filter_lang, coll.queryables,
-                                  max_nodes=state.settings.api_max_cql2_nodes)
+                                  max_nodes=state.settings.api_max_cql2_nodes, equals=equals)
         where.append(compiled.sql)
         params.update(compiled.params)
     if cursor is not None:
@@ -277,7 +289,7 @@ def items(request: Request, collection_id: str, state: StateDep, principal: Prin
             sql, who=principal.subject, role=principal.role, country=principal.country, action="items",
             collection=coll.id, max_records=limit,
             filters={"bbox": bbox, "datetime": request.query_params.get("datetime"), "filter": filter,
-                     "after": cursor, "limit": limit})
+                     "after": cursor, "limit": limit, "equals": equals or None})
         params.update(audit_params)
     with scoped(state.engine, principal.scope()) as conn:
         rows = conn.execute(sa.text(sql), params).all()
@@ -327,9 +339,9 @@ def _cells(request: Request, state: StateDep, principal: Principal,
     return _feature_collection([r.feature for r in page], _page_links(request, EVENT_CELLS_ID, last))
 
 
-@router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature", tags=["OGC API"],
+@router.get("/collections/{collectionId}/items/{featureId}", summary="One feature", tags=["OGC API"],
             response_class=Response, responses={200: {"content": {GEOJSON: {}}}})
-def item(request: Request, collection_id: str, feature_id: str, state: StateDep,
+def item(request: Request, collection_id: CollectionP, feature_id: FeatureP, state: StateDep,
          principal: PrincipalDep) -> Response:
     """One GeoJSON feature; 404 when it does not exist or row-level security hides it."""
     if collection_id == EVENT_CELLS_ID:

@@ -21,7 +21,7 @@ from api import audit
 from api.auth import Principal
 from api.collections import COLLECTIONS, EVENT_CELLS_ID, Collection
 from api.deps import PrincipalDep, StateDep
-from api.features import get_collection
+from api.features import CollectionP, get_collection
 from geodata.db import scoped
 from geodata.errors import InputError
 
@@ -119,9 +119,9 @@ def tile(state: StateDep, principal: Principal, collection_id: str, z: int, x: i
     return bytes(data or b""), int(count)
 
 
-@router.get("/collections/{collection_id}/tiles/WebMercatorQuad/{z}/{x}/{y}", tags=["OGC API Tiles"],
+@router.get("/collections/{collectionId}/tiles/WebMercatorQuad/{z}/{x}/{y}", tags=["OGC API Tiles"],
             summary="A vector tile", response_class=Response, responses={200: {"content": {MVT: {}}}})
-def get_tile(request: Request, collection_id: str, z: ZoomP, x: ColP, y: RowP, state: StateDep,
+def get_tile(request: Request, collection_id: CollectionP, z: ZoomP, x: ColP, y: RowP, state: StateDep,
              principal: PrincipalDep) -> Response:
     """One Mapbox Vector Tile (layer named after the collection); aggregated cells below the detail zoom."""
     data, _ = tile(state, principal, collection_id, z, x, y)

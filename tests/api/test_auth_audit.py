@@ -55,11 +55,11 @@ def test_public_documents_and_openapi(client: TestClient) -> None:
     assert "conformsTo" in client.get("/conformance").json()
     paths = client.get("/openapi.json").json()["paths"]
     for path in (
-        "/collections/{collection_id}/items",
-        "/collections/{collection_id}/items/{feature_id}",
-        "/collections/{collection_id}/queryables",
+        "/collections/{collectionId}/items",
+        "/collections/{collectionId}/items/{featureId}",
+        "/collections/{collectionId}/queryables",
         "/healthz",
-        "/collections/{collection_id}/tiles/WebMercatorQuad/{z}/{x}/{y}",
+        "/collections/{collectionId}/tiles/WebMercatorQuad/{z}/{x}/{y}",
     ):
         assert path in paths
     assert client.get("/healthz").json()["status"] == "ok"

@@ -174,3 +174,17 @@ def test_bbox_datetime_and_temporal_filters(
         _ids(client, key, filter=f"T_BEFORE(occurred_at, TIMESTAMP('{start}'))")
         == {r.id for r in world} - recent
     )
+
+
+def test_queryables_as_query_parameters(
+    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record]
+) -> None:
+    key = keys[("admin", None)]
+    got = _ids(client, key, kind="interception", owner_country="VEN")
+    assert got == {r.id for r in world if r.kind == "interception" and r.owner == "VEN"} and got
+    both = _ids(
+        client, key, kind="interception", filter="owner_country = 'VEN'", **{"filter-lang": "cql-text"}
+    )
+    assert both == got
+    bad = client.get("/collections/events/items", params={"dead": "many"}, headers=bearer(key))
+    assert bad.status_code == 400 and "dead" in bad.json()["description"]

@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from tests.api.conftest import Record, expected_detail
 
@@ -25,7 +27,11 @@ def _ogrinfo(args: list[str], key: str, tmp_path: Path) -> str:
 
 
 def test_ogrinfo_lists_collections_and_reads_filtered_items(
-    live_server: str, keys: dict[tuple[str, str | None], str], world: list[Record], tmp_path: Path
+    live_server: str,
+    keys: dict[tuple[str, str | None], str],
+    world: list[Record],
+    tmp_path: Path,
+    engine: Engine,
 ) -> None:
     key = keys[("prosecutor", "COL")]
     listing = _ogrinfo(["-so", f"OAPIF:{live_server}"], key, tmp_path)
@@ -42,6 +48,12 @@ def test_ogrinfo_lists_collections_and_reads_filtered_items(
     want = [r for r in world if expected_detail("prosecutor", "COL", r) and r.kind == "interception"]
     assert filtered.count("OGRFeature(") == len(want) > 0
     assert "victim_identification" not in filtered
+    with engine.begin() as conn:
+        filters = (
+            conn.execute(sa.text("SELECT filter FROM audit_log ORDER BY seq DESC LIMIT 20")).scalars().all()
+        )
+    # GDAL read the API definition and sent the filter to the server as CQL text.
+    assert any(f.get("filter") == "kind = 'interception'" for f in filters), filters
 
     analyst = _ogrinfo(["-so", f"OAPIF:{live_server}"], keys[("analyst", None)], tmp_path)
     assert "event-cells" in analyst and "1: events" not in analyst
