@@ -150,9 +150,11 @@ def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
         partners = ",".join(f"{c}:{level}" for c, level in sorted(scope.partners.items()))
         # A caller's request runs as the app role, which owns no table, so the row-level
         # security policies of migration 0003 always apply to it (set_config('role') is SET
-        # LOCAL ROLE); JIT is off for its short queries. One round trip sets it all.
+        # LOCAL ROLE); JIT and parallel workers are off for its short paged queries, whose
+        # start-up they would dominate. One round trip sets it all.
         as_app = "" if scope.role == SYSTEM.role else (
             f", set_config('role', '{APP_ROLE}', true), set_config('jit', 'off', true), "
+            "set_config('max_parallel_workers_per_gather', '0', true), "
             f"set_config('statement_timeout', '{APP_STATEMENT_TIMEOUT_MS}', true)")
         conn.execute(
             sa.text(
