@@ -219,10 +219,13 @@ def _page_links(request: Request, cid: str, last_id: int | None) -> list[dict[st
     return links
 
 
-def _feature_collection(features: list[str], links: list[dict[str, str]]) -> Response:
+def _feature_collection(features: list[str], links: list[dict[str, str]], *,
+                        complete: bool = False) -> Response:
+    """A FeatureCollection; ``numberMatched`` only when it is known for free (one whole page)."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    matched = f'"numberMatched":{len(features)},' if complete else ""
     body = ('{"type":"FeatureCollection","features":[' + ",".join(features) + "],"
-            f'"numberReturned":{len(features)},"timeStamp":"{stamp}","links":{json.dumps(links)}}}')
+            f'{matched}"numberReturned":{len(features)},"timeStamp":"{stamp}","links":{json.dumps(links)}}}')
     return Response(body, media_type=GEOJSON)
 
 
@@ -295,7 +298,8 @@ def items(request: Request, collection_id: CollectionP, state: StateDep, princip
         rows = conn.execute(sa.text(sql), params).all()
     page = rows[:limit]
     last = page[-1].fid if len(rows) > limit else None
-    return _feature_collection([r.feature for r in page], _page_links(request, collection_id, last))
+    return _feature_collection([r.feature for r in page], _page_links(request, collection_id, last),
+                               complete=cursor is None and last is None)
 
 
 def _feature_sql(coll: Collection, role: str) -> str:

@@ -133,6 +133,10 @@ def batch(batch_id: int, state: StateDep, principal: PrincipalDep) -> dict[str, 
     with scoped(state.engine, principal.scope()) as conn:
         report = conn.execute(sa.text("SELECT report FROM ingest_batches WHERE id = :id"),
                               {"id": batch_id}).scalar_one_or_none()
+        # A report quotes refused values row by row: reading it is a read of record-level data.
+        audit.write(conn, who=principal.subject, role=principal.role, country=principal.country,
+                    action="batch_report", collection="ingest_batches", filters={"batch_id": batch_id},
+                    records=0 if report is None else 1)
     if report is None:
         raise RutasError(f"Batch {batch_id} does not exist or is outside your scope.",
                          f"El lote {batch_id} no existe o está fuera de su alcance.", code="not_found")
