@@ -46,7 +46,7 @@ def _all_items(client: TestClient, key: str, params: dict[str, str]) -> list[dic
         features.extend(body["features"])
         # numberMatched only when free: a lone first page tells it; a paged result does not.
         first_and_last = "after" not in str(response.url) and not any(
-            l["rel"] == "next" for l in body["links"]
+            link["rel"] == "next" for link in body["links"]
         )
         assert body.get("numberMatched") == (len(body["features"]) if first_and_last else None)
         nxt = [link["href"] for link in body["links"] if link["rel"] == "next"]
