@@ -344,7 +344,7 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
             with _Writer(cursor, dedupe, report) as writer:
                 for chunk in opened.chunks:
                     checked = check_chunk(chunk, ctx)
-                    report.rows_read += len(chunk.frame)
+                    report.rows_read += len(chunk.frame) + len(chunk.skipped)
                     report.rejected += checked.rejected
                     report.fixed += checked.fixed
                     report.errors_total += len(checked.problems)

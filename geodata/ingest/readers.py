@@ -13,6 +13,7 @@ import codecs
 import csv
 import hashlib
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class Chunk:
     frame: pd.DataFrame
     rows: npt.NDArray[np.int64]
     geometry: npt.NDArray[np.object_] | None = None
+    #: Data rows the reader could not split into the header's fields: (row, what was wrong).
+    skipped: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass
@@ -172,6 +175,7 @@ def _open_csv(path: Path, encoding: str, chunk_rows: int) -> Source:
         reader = pd.read_csv(
             raw, sep=delimiter, encoding=encoding, dtype=str, keep_default_na=False, na_values=[""],
             chunksize=chunk_rows, engine="c", skipinitialspace=False, encoding_errors="strict",
+            on_bad_lines="warn",
         )
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raw.close()
@@ -181,10 +185,24 @@ def _open_csv(path: Path, encoding: str, chunk_rows: int) -> Source:
     def chunks() -> Iterator[Chunk]:
         first = 1
         try:
-            for frame in reader:
+            while True:
+                # Rows with more fields than the header are skipped by the parser with a warning;
+                # they become problems of the chunk, and the row numbers step over them.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", pd.errors.ParserWarning)
+                    frame = next(reader, None)
+                if frame is None:
+                    break
+                skipped = tuple(
+                    (int(m.group(1)) - 1, m.group(2).strip())
+                    for w in caught if (m := re.search(r"Skipping line (\d+): (.*)", str(w.message)))
+                )
                 frame.columns = headers if len(headers) == frame.shape[1] else [str(c) for c in frame.columns]
-                yield Chunk(frame=frame.reset_index(drop=True), rows=_numbers(first, len(frame)))
-                first += len(frame)
+                numbers = _numbers(first, len(frame) + len(skipped))
+                if skipped:
+                    numbers = numbers[~np.isin(numbers, [row for row, _ in skipped])][:len(frame)]
+                yield Chunk(frame=frame.reset_index(drop=True), rows=numbers, skipped=skipped)
+                first += len(frame) + len(skipped)
         except pd.errors.ParserError as exc:
             raise _bad_file(
                 name,

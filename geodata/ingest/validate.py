@@ -405,12 +405,20 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
             "No se sabe a qué país pertenece el registro: indique --country o una columna de país.",
             "no_country")
 
+    for row, detail in chunk.skipped:
+        bad.problems.append(Problem(
+            file=ctx.file, row=row, field="(row)", value=detail,
+            reason="The row has more fields than the header: a delimiter inside a value that is not "
+                   "quoted, or a stray delimiter. Quote the value or remove the extra delimiter.",
+            reason_es="La fila tiene más campos que el encabezado: un separador dentro de un valor sin "
+                      "comillas, o un separador de más. Ponga el valor entre comillas o quite el separador.",
+            code="bad_row"))
     keep = ~bad.bad
     rows = _stage_rows(frame[keep], ctx, lon[keep], lat[keep], places[keep], dates, keep, location[keep],
                        owner[keep], fix_text[keep], {k: v[keep] for k, v in counts.items()},
                        chunk.rows[keep], _crime_type(frame, ctx)[keep], _nationalities(frame, ctx)[keep])
     ambiguous = chunk.rows[dates.ambiguous & keep].tolist() if not cols.date_order_given else []
-    return Checked(rows=rows, problems=bad.problems, rejected=int(bad.bad.sum()),
+    return Checked(rows=rows, problems=bad.problems, rejected=int(bad.bad.sum()) + len(chunk.skipped),
                    ambiguous_rows=ambiguous, fixed=int(np.sum(pd.notna(fix_text) & keep)) if fixed else 0)
 
 

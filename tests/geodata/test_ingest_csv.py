@@ -126,3 +126,20 @@ def test_dates_day_first_by_default_and_impossible_dates(tmp_path: Path, engine:
     assert note.code == "ambiguous_date" and note.row == 1 and "day-first" in note.reason
     bad = next(p for p in report.errors if p.row == 2)
     assert (bad.field, bad.value) == ("fecha", "2021-13-45") and "mes 13" in bad.reason_es
+
+
+def test_row_with_an_extra_delimiter_is_reported_and_the_rest_loads(tmp_path: Path, engine: Engine,
+                                                                   settings: Settings) -> None:
+    source = unique_source("extra")
+    lat, lon = TAPACHULA
+    text = ("fecha,latitud,longitud,lugar\n"
+            f"2021-04-03,{lat},{lon},Tapachula\n"
+            f"2021-04-04,{lat},{lon},Tapachula, Chiapas\n"   # unquoted comma inside a value
+            f"2021-04-05,{lat},{lon},Ciudad Hidalgo\n")
+    report = load(engine, settings.model_copy(update={"ingest_chunk_rows": 2}),
+                  write(tmp_path / "x.csv", text),
+                  source=source)
+    assert (report.rows_read, report.accepted, report.rejected) == (3, 2, 1)
+    assert codes(report) == {2: {"bad_row"}}
+    assert [(e["source_row"], e["attributes"]["lugar"]) for e in stored(engine, source)] == [
+        (1, "Tapachula"), (3, "Ciudad Hidalgo")]
