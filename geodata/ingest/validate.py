@@ -205,7 +205,7 @@ def _distance_km(countries: Countries, codes: npt.NDArray[np.object_], lon: npt.
 
 
 def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: npt.NDArray[np.object_],
-           shown: pd.Series, ctx: Context, bad: _Collector
+           shown: pd.Series, ctx: Context, bad: _Collector, field: str
            ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.object_], int]:
     """Check ranges and countries; repair swapped points when asked. Returns location country, fix, count."""
     n = len(lon)
@@ -275,7 +275,7 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
                     mask = np.zeros(n, dtype=bool)
                     mask[hit] = True
                     explained[hit] = True
-                    bad.add(mask, "coordinates", shown,
+                    bad.add(mask, field, shown,
                             f"The point is outside the record's country but falls inside it with {label_en}: "
                             "probably an error. Correct the file, or load it with --fix-coordinates to "
                             "repair it (the repair is recorded).",
@@ -287,17 +287,17 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
         if len(far_rows):
             mask = np.zeros(n, dtype=bool)
             mask[far_rows[distance(far_rows) > ctx.max_km_outside_country]] = True
-            bad.add(mask, "coordinates", shown,
+            bad.add(mask, field, shown,
                     f"The point is more than {ctx.max_km_outside_country:g} km outside the country the row "
                     "names: the coordinates or the country are wrong. Correct one of them.",
                     f"El punto está a más de {ctx.max_km_outside_country:g} km fuera del país que indica la "
                     "fila: las coordenadas o el país están mal. Corrija uno de los dos.", "outside_country")
     out = finite & ~in_range & ~explained
-    bad.add(out, "coordinates", shown,
+    bad.add(out, field, shown,
             "Latitude must be between -90 and 90 and longitude between -180 and 180 (decimal degrees).",
             "La latitud debe estar entre -90 y 90 y la longitud entre -180 y 180 (grados decimales).",
             "out_of_range")
-    bad.add(finite & (lon == 0) & (lat == 0), "coordinates", shown,
+    bad.add(finite & (lon == 0) & (lat == 0), field, shown,
             "The point is (0, 0), in the Gulf of Guinea: an empty value exported as zero. Give the "
             "real place.",
             "El punto es (0, 0), en el golfo de Guinea: un valor vacío exportado como cero. Indique "
@@ -352,7 +352,9 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
     lon, lat, places, shown = _coordinates(chunk, ctx, bad)
     named = (ctx.countries.code_of_names(_text(frame, cols.get("country"))).to_numpy(dtype=object)
              if cols.get("country") else np.full(n, None, dtype=object))
-    location, fix_text, fixed = _place(lon, lat, named, shown, ctx, bad)
+    field = (cols.get("coords") or (f"{cols.get('lat')}/{cols.get('lon')}" if cols.get("lat") else None)
+             or "geometry")
+    location, fix_text, fixed = _place(lon, lat, named, shown, ctx, bad, field)
 
     date_col = cols.get("date")
     dates = parse_dates(
@@ -413,6 +415,7 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
             reason_es="La fila tiene más campos que el encabezado: un separador dentro de un valor sin "
                       "comillas, o un separador de más. Ponga el valor entre comillas o quite el separador.",
             code="bad_row"))
+    bad.problems.sort(key=lambda p: p.row or 0)
     keep = ~bad.bad
     rows = _stage_rows(frame[keep], ctx, lon[keep], lat[keep], places[keep], dates, keep, location[keep],
                        owner[keep], fix_text[keep], {k: v[keep] for k, v in counts.items()},
