@@ -106,6 +106,22 @@ def create_key(engine: Engine, role: str, country: str | None = None, label: str
     return f"rutas_{key_id}_{secret}"
 
 
+def revoke_key(engine: Engine, key: str) -> bool:
+    """Revoke an API key, given whole or as its public id (``rutas_<id>_...`` or ``<id>``).
+
+    Returns False when no active key has that id. Servers stop accepting it within
+    ``KEY_CACHE_SECONDS``.
+    """
+    match = _KEY.match(key.strip())
+    key_id = match.group(1) if match else key.strip()
+    with scoped(engine, SYSTEM) as conn:
+        done = conn.execute(
+            sa.text("UPDATE api_keys SET revoked_at = now() WHERE key_id = :key_id AND revoked_at IS NULL"),
+            {"key_id": key_id},
+        )
+    return bool(done.rowcount)
+
+
 def set_agreement(engine: Engine, owner_country: str, partner_country: str, level: str | None) -> None:
     """Record (or with ``level=None`` remove) what ``partner_country`` sees of ``owner_country``."""
     owner = _check_role_country("steward", owner_country)

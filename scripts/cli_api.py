@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from api.audit import verify_chain
-from api.auth import create_key, set_agreement
+from api.auth import create_key, revoke_key, set_agreement
 from api.web import install_assets
 from geodata import db
 from geodata.errors import RutasError
@@ -61,6 +61,18 @@ def _keys_create(
 
 
 @friendly_errors
+def _keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key, or its id (the part after 'rutas_')")],
+) -> None:
+    """Revoke an API key (servers refuse it within 30 s)."""
+    settings = get_settings()
+    if not revoke_key(db.get_engine(settings), key):
+        raise RutasError(f"No active key has the id {key[:20]!r}.",
+                         f"Ninguna clave activa tiene el id {key[:20]!r}.", code="not_found")
+    out.print("Clave revocada / key revoked")
+
+
+@friendly_errors
 def _share(
     owner: Annotated[str, typer.Argument(help="Country that owns the records (ISO3)")],
     partner: Annotated[str, typer.Argument(help="Country that may see them (ISO3)")],
@@ -95,6 +107,7 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(_serve)
     app.command("share")(_share)
     keys_app.command("create")(_keys_create)
+    keys_app.command("revoke")(_keys_revoke)
     audit_app.command("verify")(_audit_verify)
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")

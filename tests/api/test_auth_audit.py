@@ -136,6 +136,12 @@ def test_keys_create_prints_a_working_key_as_last_word(settings: Settings, clien
     key = done.stdout.split()[-1]
     assert key.startswith("rutas_")
     assert client.get("/collections", headers=bearer(key)).status_code == 200
+    revoked = subprocess.run(
+        [RUTAS, "keys", "revoke", key], capture_output=True, text=True, env=_cli_env(settings), timeout=120
+    )
+    assert revoked.returncode == 0
+    with TestClient(create_app(settings)) as fresh:  # a new server: no cached verification
+        assert fresh.get("/collections", headers=bearer(key)).status_code == 401
     refused = subprocess.run(
         [RUTAS, "keys", "create", "--role", "prosecutor"],
         capture_output=True,
