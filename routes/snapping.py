@@ -213,7 +213,9 @@ def nearest_lines(
     if max_distance is None:
         # a bounded search prunes the tree early; only points with nothing near need the unbounded one
         pos, hit, dist = search(everyone, UNBOUNDED_FIRST_PASS_M)
-        rest = np.setdiff1d(everyone, pos)
+        found = np.zeros(len(points), dtype=bool)
+        found[pos] = True
+        rest = np.flatnonzero(~found)
         if len(rest):
             more = search(rest, None)
             pos, hit, dist = (np.concatenate([a, b]) for a, b in zip((pos, hit, dist), more, strict=True))
