@@ -181,7 +181,7 @@ def ingest_file(
     sha256, encoding = scan_file(file_path)
     mapping_spec = read_mapping(Path(mapping) if mapping is not None else None)
     opened = open_source(file_path, encoding=encoding, chunk_rows=settings.ingest_chunk_rows,
-                         mapping=mapping_spec)
+                         mapping=mapping_spec, max_bytes=settings.ingest_max_file_bytes)
     if display_name:
         opened.name = display_name
     columns = recognise(opened.headers, mapping_spec, file=opened.name, has_geometry=opened.has_geometry)

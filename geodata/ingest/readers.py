@@ -110,7 +110,8 @@ def scan_file(path: Path) -> tuple[str, str | None]:
     return digest.hexdigest(), encoding
 
 
-def open_source(path: Path, *, encoding: str | None, chunk_rows: int, mapping: Mapping) -> Source:
+def open_source(path: Path, *, encoding: str | None, chunk_rows: int, mapping: Mapping,
+                max_bytes: int = 2 * 1024**3) -> Source:
     """Open ``path`` by its suffix and return its chunks.
 
     Raises
@@ -131,7 +132,7 @@ def open_source(path: Path, *, encoding: str | None, chunk_rows: int, mapping: M
     if suffix in EXCEL_SUFFIXES:
         return _open_excel(path, chunk_rows, mapping)
     if suffix in GEO_SUFFIXES:
-        return _open_geo(path, chunk_rows)
+        return _open_geo(path, chunk_rows, max_bytes)
     raise _bad_file(
         name,
         f"the format '{suffix}' is not supported. Use CSV, Excel (.xlsx), GeoJSON, GeoPackage, "
@@ -315,18 +316,24 @@ def _excel_chunk(batch: list[list[str | None]], headers: list[str], first: int) 
 
 # --- GDAL formats --------------------------------------------------------------------------
 
-def _gdal_path(path: Path) -> str:
+def _gdal_path(path: Path, max_bytes: int) -> str:
     name = path.name
     suffix = path.suffix.lower()
-    if suffix == ".kmz":
-        return str(path)
-    if suffix != ".zip":
+    if suffix not in (".zip", ".kmz"):
         return str(path)
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
+            unpacked = sum(info.file_size for info in archive.infolist())
     except zipfile.BadZipFile as exc:
         raise _bad_file(name, "is not a valid zip archive.", "no es un archivo zip válido.") from exc
+    if unpacked > max_bytes:
+        raise _bad_file(
+            name, f"unpacks to {unpacked / 1e6:.0f} MB, above the {max_bytes / 1e6:.0f} MB limit; split it.",
+            f"descomprimido ocupa {unpacked / 1e6:.0f} MB, más que el límite de {max_bytes / 1e6:.0f} MB; "
+            "divídalo.", code="too_large")
+    if suffix == ".kmz":
+        return str(path)
     shapefiles = [m for m in members if m.lower().endswith(".shp") and not m.startswith("__MACOSX")]
     if not shapefiles:
         raise _bad_file(
@@ -350,9 +357,9 @@ def _gdal_path(path: Path) -> str:
     return f"/vsizip/{path}/{shapefiles[0]}"
 
 
-def _open_geo(path: Path, chunk_rows: int) -> Source:
+def _open_geo(path: Path, chunk_rows: int, max_bytes: int) -> Source:
     name = path.name
-    gdal_path = _gdal_path(path)
+    gdal_path = _gdal_path(path, max_bytes)
     try:
         layers = [str(row[0]) for row in pyogrio.list_layers(gdal_path)]
         infos = [pyogrio.read_info(gdal_path, layer=layer) for layer in layers]

@@ -95,6 +95,15 @@ def test_zip_without_shapefile(tmp_path: Path, engine: Engine, settings: Setting
     assert error.value.code == "no_shapefile" and "leeme.txt" in error.value.message
 
 
+def test_zip_that_unpacks_beyond_the_limit(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+    path = tmp_path / "bomba.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("casos.shp", b"\0" * 5_000_000)
+    with pytest.raises(InputError) as error:
+        load(engine, settings.model_copy(update={"ingest_max_file_bytes": 1_000_000}), path)
+    assert error.value.code == "too_large" and "5 MB" in error.value.message
+
+
 def test_zipped_shapefile_in_utm_is_reprojected(tmp_path: Path, engine: Engine, settings: Settings) -> None:
     source = unique_source("shp")
     frame = gpd.GeoDataFrame({"fecha": ["2021-07-01"], "victimas": [3]},
