@@ -323,6 +323,7 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
     report = BatchReport(batch_id=None, file=opened.name, sha256=sha256)
     ambiguous: list[int] = []
     ambiguous_total = 0
+    unknown_countries: dict[str, int] = {}
     try:
         with scoped(engine, Scope(role="system", country=ctx.owner_country, user=loaded_by)) as conn:
             conn.execute(sa.text("SELECT set_config('application_name', 'rutas ingest', true)"))
@@ -351,6 +352,8 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
                     room = max_problems - len(report.errors)
                     report.errors.extend(checked.problems[:max(room, 0)])
                     ambiguous_total += len(checked.ambiguous_rows)
+                    for name, count in checked.unknown_countries.items():
+                        unknown_countries[name] = unknown_countries.get(name, 0) + count
                     ambiguous.extend(checked.ambiguous_rows[:max(20 - len(ambiguous), 0)])
                     writer.put(checked.rows)
                     if progress is not None:
@@ -372,7 +375,7 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
                     code="strict_rejected",
                     problems=report.errors,
                 )
-            report.notes = _notes(opened.name, ctx, ambiguous, ambiguous_total, report)
+            report.notes = _notes(opened.name, ctx, ambiguous, ambiguous_total, report, unknown_countries)
             report.seconds = time.perf_counter() - started
             conn.execute(
                 sa.text("UPDATE ingest_batches SET rows_read = :read, accepted = :accepted, "
@@ -397,7 +400,8 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
     return report
 
 
-def _notes(file: str, ctx: Context, ambiguous: list[int], total: int, report: BatchReport) -> list[Problem]:
+def _notes(file: str, ctx: Context, ambiguous: list[int], total: int, report: BatchReport,
+           unknown_countries: dict[str, int]) -> list[Problem]:
     notes: list[Problem] = []
     if total:
         first = "day-first" if ctx.columns.date_order == "dmy" else ctx.columns.date_order
@@ -411,6 +415,19 @@ def _notes(file: str, ctx: Context, ambiguous: list[int], total: int, report: Ba
                       "día primero (3 de abril de 2021). Si el archivo pone el mes primero, cárguelo con "
                       'un archivo de correspondencias que diga "date_order": "mdy".',
             code="ambiguous_date",
+        ))
+    if unknown_countries:
+        rows = sum(unknown_countries.values())
+        names = sorted(unknown_countries, key=lambda k: -unknown_countries[k])[:10]
+        notes.append(Problem(
+            file=file, row=None, field=ctx.columns.get("country") or "country", value=", ".join(names),
+            reason=f"{rows} rows name a country that was not recognised ({', '.join(names)}); their "
+                   "location country was taken from the point. Write the country's name in Spanish, "
+                   "Portuguese or English, or its ISO3 code.",
+            reason_es=f"{rows} filas nombran un país que no se reconoció ({', '.join(names)}); su país "
+                      "de ubicación se tomó del punto. Escriba el nombre del país en español, portugués "
+                      "o inglés, o su código ISO3.",
+            code="unknown_country",
         ))
     if report.fixed:
         notes.append(Problem(

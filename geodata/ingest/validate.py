@@ -73,6 +73,8 @@ class Checked:
     rejected: int
     ambiguous_rows: list[int] = field(default_factory=list)
     fixed: int = 0
+    #: Country names in the country column that were not recognised, with their row counts.
+    unknown_countries: dict[str, int] = field(default_factory=dict)
 
 
 class _Collector:
@@ -350,11 +352,16 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
     bad = _Collector(ctx, chunk.rows)
 
     lon, lat, places, shown = _coordinates(chunk, ctx, bad)
-    named = (ctx.countries.code_of_names(_text(frame, cols.get("country"))).to_numpy(dtype=object)
-             if cols.get("country") else np.full(n, None, dtype=object))
-    field = (cols.get("coords") or (f"{cols.get('lat')}/{cols.get('lon')}" if cols.get("lat") else None)
-             or "geometry")
-    location, fix_text, fixed = _place(lon, lat, named, shown, ctx, bad, field)
+    named = np.full(n, None, dtype=object)
+    unknown_countries: dict[str, int] = {}
+    if cols.get("country"):
+        country_text = _text(frame, cols.get("country"))
+        named = ctx.countries.code_of_names(country_text).to_numpy(dtype=object)
+        unrecognised = country_text[country_text.notna().to_numpy() & pd.isna(named)]
+        unknown_countries = {str(k): int(v) for k, v in unrecognised.value_counts().items()}
+    coord_field = (cols.get("coords") or (f"{cols.get('lat')}/{cols.get('lon')}" if cols.get("lat") else None)
+                   or "geometry")
+    location, fix_text, fixed = _place(lon, lat, named, shown, ctx, bad, coord_field)
 
     date_col = cols.get("date")
     dates = parse_dates(
@@ -422,7 +429,8 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
                        chunk.rows[keep], _crime_type(frame, ctx)[keep], _nationalities(frame, ctx)[keep])
     ambiguous = chunk.rows[dates.ambiguous & keep].tolist() if not cols.date_order_given else []
     return Checked(rows=rows, problems=bad.problems, rejected=int(bad.bad.sum()) + len(chunk.skipped),
-                   ambiguous_rows=ambiguous, fixed=int(np.sum(pd.notna(fix_text) & keep)) if fixed else 0)
+                   ambiguous_rows=ambiguous, fixed=int(np.sum(pd.notna(fix_text) & keep)) if fixed else 0,
+                   unknown_countries=unknown_countries)
 
 
 def _integers(values: npt.NDArray[np.float64]) -> pd.Series:

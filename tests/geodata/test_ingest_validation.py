@@ -51,6 +51,18 @@ def test_bad_coordinates_are_reported_row_by_row(tmp_path: Path, engine: Engine,
         (1, "MEX", "MEX"), (8, "COL", "MEX")]
 
 
+def test_unrecognised_country_names_are_noted(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+    source = unique_source("names")
+    lat, lon = TAPACHULA
+    text = (f"fecha,latitud,longitud,país\n2021-01-10,{lat},{lon},Mexcio\n2021-01-11,{lat},{lon},Mexcio\n"
+            f"2021-01-12,{lat},{lon},Estados Unidos Mexicanos del Norte\n2021-01-13,{lat},{lon},méxico\n")
+    report = load(engine, settings, write(tmp_path / "names.csv", text), source=source)
+    assert report.accepted == 4
+    [note] = [n for n in report.notes if n.code == "unknown_country"]
+    assert note.value == "Mexcio, Estados Unidos Mexicanos del Norte" and note.reason.startswith("3 rows")
+    assert {e["location_country"] for e in stored(engine, source)} == {"MEX"}
+
+
 def test_fix_coordinates_repairs_and_records(tmp_path: Path, engine: Engine, settings: Settings) -> None:
     source = unique_source("fix")
     report = load(engine, settings, write(tmp_path / "points.csv", BAD_POINTS), source=source,
