@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     earliest_event_year: int = 1990
     ingest_max_km_outside_country: float = 1_000.0
     ingest_border_tolerance_km: float = 30.0
+    ingest_sea_tolerance_km: float = 200.0
     ingest_max_reported_problems: int = 10_000
     ingest_max_features_bytes: int = 50 * 1024**2
 

@@ -191,6 +191,7 @@ def ingest_file(
         earliest_year=settings.earliest_event_year,
         max_km_outside_country=settings.ingest_max_km_outside_country,
         border_tolerance_km=settings.ingest_border_tolerance_km,
+        sea_tolerance_km=settings.ingest_sea_tolerance_km,
     )
     return _load(engine, opened, ctx, sha256=sha256, strict=strict, loaded_by=loaded_by,
                  on_loaded=on_loaded, progress=progress, max_problems=settings.ingest_max_reported_problems)

@@ -62,6 +62,7 @@ class Context:
     earliest_year: int
     max_km_outside_country: float
     border_tolerance_km: float
+    sea_tolerance_km: float = 200.0
 
 
 @dataclass
@@ -244,7 +245,11 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
     # A point just across a border (or off the coast) is a real place, not a typing error: only
     # points farther than the tolerance count as swapped or sign-lost. Distances are computed only
     # for the few rows a correction would move into their country.
-    tolerance = np.where(by_owner & ~nowhere, ctx.max_km_outside_country, ctx.border_tolerance_km)
+    # Boats: a point at sea off the country it names is a real place up to sea_tolerance_km out.
+    at_sea = (located == None) & in_range  # noqa: E711
+    tolerance = np.where(by_owner & ~nowhere, ctx.max_km_outside_country,
+                         np.where(at_sea, max(ctx.sea_tolerance_km, ctx.border_tolerance_km),
+                                  ctx.border_tolerance_km))
     fixed = 0
     explained = np.zeros(n, dtype=bool)
     if len(outside):
