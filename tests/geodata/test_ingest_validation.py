@@ -101,6 +101,16 @@ def test_point_near_a_border_is_not_called_swapped(tmp_path: Path, engine: Engin
     assert stored(engine, source)[0]["lat"] == pytest.approx(0.83)
 
 
+def test_boat_off_the_coast_is_not_called_swapped(tmp_path: Path, engine: Engine, settings: Settings) -> None:
+    # IOM: "Off coast of Alexandria, Egypt", 40 km out at sea; swapping would land near Cairo.
+    source = unique_source("sea")
+    text = "fecha,latitud,longitud,pais\n2021-01-11,31.5253,29.6864,Egypt\n"
+    report = load(engine, settings, write(tmp_path / "sea.csv", text), source=source,
+                  owner_country="EGY", fix_coordinates=True)
+    assert (report.accepted, report.fixed, report.errors) == (1, 0, [])
+    assert stored(engine, source)[0]["lat"] == pytest.approx(31.5253)
+
+
 def test_duplicates_in_file_and_same_file_twice(tmp_path: Path, engine: Engine, settings: Settings) -> None:
     source = unique_source("dups")
     lat, lon = TAPACHULA
