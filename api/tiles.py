@@ -4,7 +4,7 @@ Tiles are read as the caller, through the same row-level security and property a
 the features. Record-level collections (events) are drawn as points from zoom
 ``tiles_detail_min_zoom`` on; below it they are drawn as k-suppressed cell counts (cells 1/32 of
 the tile wide, aligned across tiles), so a world view never carries a record's position. Zooms
-0-7 read counts kept up to date by triggers (``rutas_tile_cells``: a range scan, however many
+0-6 read counts kept up to date by triggers (``rutas_tile_cells``: a range scan, however many
 events there are); higher aggregated zooms count on the fly (``rutas_event_cells``). Geometries are
 EPSG:3857 tile coordinates (extent 4096).
 """
@@ -69,8 +69,8 @@ def _detail_sql(coll: Collection, role: str) -> str:
     )
 
 
-#: Zoom levels with pre-computed cell counts (``event_cell_counts``, migration 0003).
-PRECOMPUTED_LEVELS = 8
+#: Zoom levels with pre-computed cell counts (``event_cell_counts``, migration 0003: levels 0-6).
+PRECOMPUTED_LEVELS = 7
 
 _TILE_CELLS_SQL = (
     f"SELECT ST_AsMVT(t, :layer, {EXTENT}, 'geom'), count(*) FROM ("

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import mapbox_vector_tile
@@ -87,8 +88,13 @@ def test_low_zoom_tile_suppresses_small_cells(client: TestClient, cells_keys: di
         "/collections/events/tiles/WebMercatorQuad/4/5/7", headers=bearer(cells_keys["analyst"])
     )
     assert tile.status_code == 200
-    layer = mapbox_vector_tile.decode(tile.content)["events"]
+    layer = mapbox_vector_tile.decode(tile.content, default_options={"y_coord_down": True})["events"]
     assert [f["properties"]["count"] for f in layer["features"]] == [11]
+    # The cell is where the cluster is: its first point, in the tile's pixels (4096 wide, y down).
+    px = ((BIG[0] + 180.0) / 360.0 * 16 - 5) * 4096
+    py = ((1.0 - math.asinh(math.tan(math.radians(BIG[1]))) / math.pi) / 2.0 * 16 - 7) * 4096
+    cell = shape(layer["features"][0]["geometry"])
+    assert cell.contains(Point(px, py)) and math.isclose(cell.area, 128.0 * 128.0)
 
 
 def test_precomputed_cells_follow_deletes_and_match_the_live_count(

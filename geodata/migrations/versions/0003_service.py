@@ -144,11 +144,11 @@ ALTER FUNCTION rutas_event_cells(double precision, geometry, timestamptz, timest
 """
 
 # Pre-computed counts for low-zoom tiles: per cell of the tile grid at zoom level + 5 (32 cells per
-# tile side, EPSG:3857), per owner country and kind, for levels 0..7. Kept exact by statement
+# tile side, EPSG:3857), per owner country and kind, for levels 0..6 (zoom 7 and finer count on
+# the fly: a zoom-12 grid would hold about one cell per event). Kept exact by statement
 # triggers on events (transition tables), whoever writes the events. Only the SECURITY DEFINER
 # function rutas_tile_cells reads it, and only returns sums of at least k.
-CELL_LEVELS = 8
-CELL_BASE_M = 40075016.68557849 / 2 ** (CELL_LEVELS - 1 + 5)
+CELL_LEVELS = 7
 CELL_COUNTS_SQL = f"""
 CREATE OR REPLACE FUNCTION rutas_cells_apply() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
@@ -157,14 +157,18 @@ BEGIN
         DELETE FROM event_cell_counts;
         RETURN NULL;
     END IF;
+    -- Rows are counted once per finest cell (the tile grid of zoom {CELL_LEVELS - 1 + 5}, from
+    -- lon/lat with the WebMercatorQuad formulas), then rolled up to the coarser levels.
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         INSERT INTO event_cell_counts AS c (level, gx, gy, owner_country, kind, n)
         SELECT lv, b.gx >> ({CELL_LEVELS - 1} - lv), b.gy >> ({CELL_LEVELS - 1} - lv), b.owner_country,
-               b.kind, -count(*)
-        FROM (SELECT floor((ST_X(p) + 20037508.342789244) / {CELL_BASE_M!r})::int AS gx,
-                     floor((20037508.342789244 - ST_Y(p)) / {CELL_BASE_M!r})::int AS gy, owner_country, kind
-              FROM (SELECT ST_Transform(geom, 3857) AS p, owner_country, kind FROM old_rows
-                    WHERE abs(ST_Y(geom)) < 85.05) AS o) AS b
+               b.kind, -sum(b.n)
+        FROM (SELECT floor((ST_X(geom) + 180.0) / 360.0 * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gx,
+                     floor((1.0 - asinh(tan(radians(ST_Y(geom)))) / pi()) / 2.0
+                           * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gy,
+                     owner_country, kind, count(*) AS n
+              FROM old_rows WHERE abs(ST_Y(geom)) < 85.05 AND abs(ST_X(geom)) < 180
+              GROUP BY 1, 2, 3, 4) AS b
         CROSS JOIN generate_series(0, {CELL_LEVELS - 1}) AS lv
         GROUP BY 1, 2, 3, 4, 5
         ON CONFLICT (level, gx, gy, owner_country, kind) DO UPDATE SET n = c.n + EXCLUDED.n;
@@ -172,11 +176,13 @@ BEGIN
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         INSERT INTO event_cell_counts AS c (level, gx, gy, owner_country, kind, n)
         SELECT lv, b.gx >> ({CELL_LEVELS - 1} - lv), b.gy >> ({CELL_LEVELS - 1} - lv), b.owner_country,
-               b.kind, count(*)
-        FROM (SELECT floor((ST_X(p) + 20037508.342789244) / {CELL_BASE_M!r})::int AS gx,
-                     floor((20037508.342789244 - ST_Y(p)) / {CELL_BASE_M!r})::int AS gy, owner_country, kind
-              FROM (SELECT ST_Transform(geom, 3857) AS p, owner_country, kind FROM new_rows
-                    WHERE abs(ST_Y(geom)) < 85.05) AS o) AS b
+               b.kind, sum(b.n)
+        FROM (SELECT floor((ST_X(geom) + 180.0) / 360.0 * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gx,
+                     floor((1.0 - asinh(tan(radians(ST_Y(geom)))) / pi()) / 2.0
+                           * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gy,
+                     owner_country, kind, count(*) AS n
+              FROM new_rows WHERE abs(ST_Y(geom)) < 85.05 AND abs(ST_X(geom)) < 180
+              GROUP BY 1, 2, 3, 4) AS b
         CROSS JOIN generate_series(0, {CELL_LEVELS - 1}) AS lv
         GROUP BY 1, 2, 3, 4, 5
         ON CONFLICT (level, gx, gy, owner_country, kind) DO UPDATE SET n = c.n + EXCLUDED.n;
