@@ -396,6 +396,16 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
             "nada de este archivo. Cárguelo de nuevo.",
             code="db_lost",
         ) from exc
+    except (sa.exc.DBAPIError, psycopg.Error) as exc:
+        # The internal message goes to the log only; the user gets what happened and what to do.
+        log.error("batch of %s refused by the database: %s", opened.name, type(exc).__name__)
+        raise RutasError(
+            f"{opened.name}: the database refused the batch; nothing of this file was stored. Try "
+            "again, and tell the administrator if it happens again.",
+            f"{opened.name}: la base de datos rechazó el lote; no se guardó nada de este archivo. "
+            "Inténtelo de nuevo y avise al administrador si se repite.",
+            code="db_error",
+        ) from exc
     log.info("batch %s: %s read, %s accepted, %s rejected, %s duplicates in %.1f s", report.batch_id,
              report.rows_read, report.accepted, report.rejected, report.duplicates, report.seconds)
     return report

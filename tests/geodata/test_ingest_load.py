@@ -20,6 +20,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from geodata.errors import RutasError
+from geodata.ingest import ingest_file
 from geodata.settings import Settings
 from scripts.cli_ingest import IOM_SOURCE, demo_stage
 from tests.geodata.ingest_helpers import TAPACHULA, count, unique_source, write
@@ -175,3 +177,19 @@ def test_demo_stage_accounts_for_every_iom_row(settings: Settings, engine: Engin
             "SELECT count(*) FROM events WHERE source = :s AND coordinate_fix LIKE '%minus sign%' "
             "AND location_country = 'USA' AND ST_X(geom) < 0"), {"s": IOM_SOURCE}).scalar_one()
     assert fixed >= 4  # the four US rows whose longitude lost its minus sign, repaired
+
+
+def test_failure_in_on_loaded_rolls_the_batch_back(tmp_path: Path, engine: Engine,
+                                                   settings: Settings) -> None:
+    # on_loaded runs inside the batch's transaction (alerts hook in there): if it fails, nothing stays.
+    source = unique_source("hook")
+    path = _records_csv(tmp_path / "few.csv", 20)
+
+    def broken_hook(conn: sa.Connection, batch_id: int) -> None:
+        conn.execute(sa.text("SELECT * FROM no_such_table_for_alerts"))
+
+    with pytest.raises(RutasError) as error:
+        ingest_file(engine, path, settings=settings, kind="incident", owner_country="MEX", source=source,
+                    on_loaded=broken_hook)
+    assert error.value.code == "db_error" and "no_such_table" not in str(error.value)
+    assert count(engine, "events", source) == 0 and count(engine, "ingest_batches", source) == 0
