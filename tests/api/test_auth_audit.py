@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,3 +242,34 @@ def test_concurrent_reads_keep_one_unbroken_chain(
     report = verify_chain(engine)
     assert report.ok, report
     assert report.rows == before + 64
+
+
+def test_rutas_serve_answers_until_stopped(
+    settings: Settings, keys: dict[tuple[str, str | None], str]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [RUTAS, "serve", "--port", str(port)],
+        env=_cli_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        status = 0
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                status = httpx.get(
+                    f"http://127.0.0.1:{port}/collections", headers=bearer(keys[("analyst", None)]), timeout=5
+                ).status_code
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert status == 200, server.stdout.read() if server.poll() is not None else "no answer"
+        assert httpx.get(f"http://127.0.0.1:{port}/map", timeout=5).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
