@@ -177,6 +177,64 @@ sa.Index("event_snaps_edge_idx", event_snaps.c.edge_id)
 
 # --- analysis runs and routes (issue 4) -----------------------------------------------------
 
+RUN_STATUSES = ("running", "succeeded", "failed")
+ROUTE_TRENDS = ("up", "down", "none")
+
+#: One pipeline run (``rutas run``): what it was given, what it used and what it produced.
+analysis_runs = sa.Table(
+    "analysis_runs",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("status", sa.Text, nullable=False, server_default="running"),
+    sa.Column("parameters", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("filters", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("code_version", sa.Text, nullable=False),
+    sa.Column("timings", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("counts", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="analysis_runs_status"),
+)
+
+#: Emerging routes found by a run; ``route_key`` is the identity kept across runs.
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("route_key", sa.Text, nullable=False),
+    sa.Column("seen_before", sa.Boolean, nullable=False),
+    sa.Column("crime_types", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("category_shares", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("length_m", sa.Float, nullable=False),
+    sa.Column("event_count", sa.Integer, nullable=False),
+    sa.Column("tau", sa.Float, nullable=True),
+    sa.Column("p_value", sa.Float, nullable=True),
+    sa.Column("trend", sa.Text, nullable=False),
+    sa.Column("countries", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("crossing_ids", pg.ARRAY(sa.BigInteger), nullable=False),
+    sa.Column("first_event", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_event", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("monthly_counts", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("segment_keys", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("geom", Geometry("MULTILINESTRING", srid=4326, spatial_index=False), nullable=False),
+    sa.CheckConstraint("trend IN ('up', 'down', 'none')", name="routes_trend"),
+)
+sa.Index("routes_run_idx", routes.c.run_id)
+sa.Index("routes_key_idx", routes.c.route_key)
+sa.Index("routes_geom_idx", routes.c.geom, postgresql_using="gist")
+
+#: The events that make up each route.
+route_events = sa.Table(
+    "route_events",
+    metadata,
+    sa.Column("route_id", sa.BigInteger, sa.ForeignKey("routes.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("event_id", sa.BigInteger, sa.ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+)
+sa.Index("route_events_event_idx", route_events.c.event_id)
+
 # --- service: keys, sharing agreements, audit (issue 6) -------------------------------------
 
 API_ROLES = ("admin", "steward", "prosecutor", "border_authority", "analyst")
