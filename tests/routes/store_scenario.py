@@ -41,8 +41,8 @@ def insert_events(
     with engine.begin() as conn:
         rows = conn.execute(
             sa.text(
-                "INSERT INTO events (kind, crime_type, occurred_at, occurred_text, date_precision, owner_country, "
-                "location_country, geom, source, dedupe_key, batch_id, source_row) "
+                "INSERT INTO events (kind, crime_type, occurred_at, occurred_text, date_precision, "
+                "owner_country, location_country, geom, source, dedupe_key, batch_id, source_row) "
                 "SELECT 'incident', :crime, CAST(d AS date), d, 'day', :owner, :owner, "
                 "ST_SetSRID(ST_MakePoint(x, y), 4326), 'tests', md5(random()::text || n::text), :batch, n "
                 "FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[]), CAST(:d AS text[])) "

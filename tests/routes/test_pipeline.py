@@ -51,15 +51,15 @@ def test_run_snaps_and_stores_the_planted_routes(
     with engine.connect() as conn:
         record = conn.execute(
             sa.text(
-                "SELECT status, parameters, filters, code_version, counts, timings, finished_at FROM analysis_runs "
-                "WHERE id = :id"
+                "SELECT status, parameters, filters, code_version, counts, timings, finished_at "
+                "FROM analysis_runs WHERE id = :id"
             ),
             {"id": run.run_id},
         ).one()
         routes = conn.execute(
             sa.text(
-                "SELECT id, category, trend, segment_keys, event_count, countries, length_m, ST_GeometryType(geom) AS gtype, "
-                "monthly_counts FROM routes WHERE run_id = :id"
+                "SELECT id, category, trend, segment_keys, event_count, countries, length_m, "
+                "ST_GeometryType(geom) AS gtype, monthly_counts FROM routes WHERE run_id = :id"
             ),
             {"id": run.run_id},
         ).all()
