@@ -14,6 +14,7 @@ missing=()
 command -v ogrinfo >/dev/null 2>&1 || missing+=(gdal-bin)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -e /usr/share/javascript/leaflet/leaflet.min.js ] || missing+=(libjs-leaflet)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"

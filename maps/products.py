@@ -1,0 +1,183 @@
+"""The map products of the store, for one reader's scope: risk GeoTIFF, HTML map and PNG map.
+
+Events enter every product only as k-suppressed cell counts (:mod:`maps.privacy`), read in the
+reader's scope, so a product made for another country's office never holds a record's (and never
+a victim's) coordinates. Routes, crossings and borders are read from the store as they are.
+The ``risk`` export product (``rutas export risk --format tif``) is registered here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from geodata.db import SYSTEM, Scope, scoped
+from geodata.reference import GLOBAL_MAP_CREDIT, credits
+from maps.folium_map import build_map, save_map
+from maps.privacy import cells_as_events, event_cells, monthly_event_cells
+from maps.risk import RiskInputs, RiskParams, RiskReport, write_risk_surface
+from maps.static import render_png
+from routes.export import ExportRequest, Product, register_product
+from routes.pipeline import read_routes
+
+#: Credit lines always shown (record data and the software's own layers).
+BASE_CREDITS = ("Records: offices of the REDTRAM network (aggregated, k-suppressed)",)
+
+
+@dataclass(frozen=True)
+class ProductParams:
+    """How the products are made: cell size (km) and k of the aggregation, language, risk params."""
+
+    cell_km: float = 10.0
+    k: int = 11
+    language: str = "es"
+    title: str = "Rutas: riesgo en rutas migratorias"
+    risk: RiskParams = field(default_factory=RiskParams)
+
+
+@dataclass(frozen=True)
+class MapLayers:
+    """What the maps draw, EPSG:4326: cells (whole period and monthly), routes, crossings, borders."""
+
+    cells: pd.DataFrame
+    monthly_cells: pd.DataFrame
+    routes: gpd.GeoDataFrame
+    crossings: gpd.GeoDataFrame
+    borders: gpd.GeoDataFrame
+    attribution: tuple[str, ...]
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ProductPaths:
+    """Where the products were written."""
+
+    html: Path
+    png: Path
+    tif: Path
+
+
+def _read_frame(engine: Engine, sql: str) -> gpd.GeoDataFrame:
+    with scoped(engine) as conn:
+        return gpd.read_postgis(sa.text(sql), conn, geom_col="geom", crs="EPSG:4326").rename_geometry(
+            "geometry"
+        )
+
+
+def read_layers(
+    engine: Engine,
+    scope: Scope,
+    params: ProductParams,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+) -> MapLayers:
+    """The layers of the maps for ``scope`` (events as k-suppressed cells only)."""
+    cells = event_cells(engine, scope, cell_km=params.cell_km, k=params.k, since=since, until=until)
+    monthly = monthly_event_cells(engine, scope, cell_km=params.cell_km, k=params.k, since=since, until=until)
+    routes = read_routes(engine, None, scope)
+    if not routes.empty:
+        routes["length_km"] = (routes["length_m"] / 1000.0).round(1)
+        routes["countries"] = routes["countries"].map(lambda c: ", ".join(c))
+        routes["route_id"] = routes["id"]
+    crossings = _read_frame(engine, "SELECT name, country_a, country_b, official, geom FROM crossings")
+    borders = _read_frame(engine, "SELECT country_a, country_b, geom FROM border_segments")
+    layer_credits = credits(engine)
+    attribution = (*BASE_CREDITS, *layer_credits)
+    if any("Global Map" in c for c in layer_credits) and GLOBAL_MAP_CREDIT not in attribution:
+        attribution = (*attribution, GLOBAL_MAP_CREDIT)
+    run_ids = sorted({str(r) for r in routes["run_id"]}) if not routes.empty else []
+    return MapLayers(
+        cells=cells,
+        monthly_cells=monthly,
+        routes=routes,
+        crossings=crossings,
+        borders=borders,
+        attribution=attribution,
+        run_id=",".join(run_ids) or "none",
+    )
+
+
+def risk_inputs(layers: MapLayers) -> RiskInputs:
+    """The risk surface's inputs: monthly cells as weighted points, routes and crossings."""
+    return RiskInputs(
+        events=cells_as_events(layers.monthly_cells),
+        routes=layers.routes,
+        corridors=None,
+        crossings=layers.crossings,
+    )
+
+
+def make_products(
+    engine: Engine,
+    out_dir: Path,
+    *,
+    scope: Scope = SYSTEM,
+    params: ProductParams | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    name: str = "rutas",
+) -> ProductPaths:
+    """Write ``<name>_risk.tif``, ``<name>_map.html`` and ``<name>_map.png`` in ``out_dir`` for ``scope``."""
+    params = params or ProductParams()
+    layers = read_layers(engine, scope, params, since=since, until=until)
+    tif = write_risk_surface(
+        out_dir / f"{name}_risk.tif", risk_inputs(layers), params.risk, run_id=layers.run_id
+    ).path
+    fmap = build_map(
+        cells=layers.cells,
+        monthly_cells=layers.monthly_cells,
+        routes=layers.routes,
+        crossings=layers.crossings,
+        borders=layers.borders,
+        risk_path=tif,
+        attribution=layers.attribution,
+        title=params.title,
+        language=params.language,
+    )
+    html = save_map(fmap, out_dir / f"{name}_map.html")
+    months = pd.to_datetime(layers.monthly_cells["month"]) if not layers.monthly_cells.empty else None
+    period = f"{months.min():%Y-%m} – {months.max():%Y-%m}" if months is not None else "—"
+    png = render_png(
+        out_dir / f"{name}_map.png",
+        risk_path=tif,
+        title=params.title,
+        period=period,
+        attribution=layers.attribution,
+        routes=layers.routes,
+        crossings=layers.crossings,
+        borders=layers.borders,
+        language=params.language,
+    )
+    return ProductPaths(html=html, png=png, tif=tif)
+
+
+def export_risk(engine: Engine, request: ExportRequest) -> int:
+    """``rutas export risk --format tif``: the risk surface for the request's scope.
+
+    Returns the number of bands written.
+    """
+    params = ProductParams()
+    since = request.since.date() if request.since is not None else None
+    until = request.until.date() if request.until is not None else None
+    layers = read_layers(engine, request.scope, params, since=since, until=until)
+    report: RiskReport = write_risk_surface(
+        request.out, risk_inputs(layers), params.risk, run_id=layers.run_id
+    )
+    return len(report.bands)
+
+
+register_product(
+    Product(
+        name="risk",
+        formats=("tif",),
+        write=export_risk,
+        description="risk surface (Cloud-Optimised GeoTIFF, bands and 'risk' in 0-1)",
+    )
+)
