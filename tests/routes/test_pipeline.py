@@ -63,7 +63,10 @@ def test_run_snaps_and_stores_the_planted_routes(
             ),
             {"id": run.run_id},
         ).all()
-        members = dict(conn.execute(sa.text("SELECT route_id, count(*) FROM route_events GROUP BY 1")).all())
+        members: dict[int, int] = {
+            int(r): int(n)
+            for r, n in conn.execute(sa.text("SELECT route_id, count(*) FROM route_events GROUP BY 1"))
+        }
     assert record.status == "succeeded" and record.finished_at is not None
     assert record.parameters["neighbour_km"] == 20.0 and record.parameters["segment_km"] == 10.0
     assert record.filters["crime_types"] == ["smuggling"]
@@ -83,7 +86,7 @@ def test_run_snaps_and_stores_the_planted_routes(
     assert _covered(best_rising.geometry, scenario, "intensifying") >= 0.8
     # the stored events of the persistent route are mostly the planted ones (plus background on it)
     k = int(np.flatnonzero(scenario.planted["behaviour"].to_numpy() == "persistent")[0])
-    planted_ids = {ids[i] for i in np.flatnonzero(scenario.events["planted"].to_numpy() == k)}
+    planted_ids = {ids[int(i)] for i in np.flatnonzero(scenario.events["planted"].to_numpy() == k)}
     with engine.connect() as conn:
         on_route = {
             int(e)
