@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -30,15 +31,18 @@ def stored(
     return scenario, run_pipeline(engine, settings, AnalysisParams(neighbour_km=20.0))[0]
 
 
-def _read(path: Path, fmt: str) -> pd.DataFrame:
+def _read(path: Path, fmt: str) -> gpd.GeoDataFrame:
+    frame: gpd.GeoDataFrame
     if fmt == "parquet":
-        return gpd.read_parquet(path)
-    if fmt == "csv":
+        frame = gpd.read_parquet(path)
+    elif fmt == "csv":
         table = pd.read_csv(path)
-        return gpd.GeoDataFrame(
+        frame = gpd.GeoDataFrame(
             table, geometry=gpd.GeoSeries.from_wkt(table.pop("geometry")), crs="EPSG:4326"
         )
-    return pyogrio.read_dataframe(path, driver="LIBKML" if fmt == "kml" else None)
+    else:
+        frame = pyogrio.read_dataframe(path, driver="LIBKML" if fmt == "kml" else None)
+    return frame
 
 
 @pytest.mark.parametrize("fmt", VECTOR_FORMATS)
@@ -52,15 +56,16 @@ def test_routes_round_trip(
     back = _read(out, fmt)
     assert len(back) == report.features
     expected = {r["route_key"]: r for r in run.routes}
-    for row in back.itertuples():
-        route = expected[str(row.route_key)]
-        assert row.category == route["category"]
-        assert float(row.length_km) == pytest.approx(route["length_km"], abs=0.1)
-        assert int(row.event_count) == route["events"]
-        assert row.trend == route["trend"]
+    for row in back.to_dict("records"):
+        route = expected[str(row["route_key"])]
+        assert row["category"] == route["category"]
+        assert float(row["length_km"]) == pytest.approx(route["length_km"], abs=0.1)
+        assert int(row["event_count"]) == route["events"]
+        assert row["trend"] == route["trend"]
         # every geometry comes back as lines in lon/lat over El Salvador
-        assert shapely.get_type_id(row.geometry) in (1, 5)
-        minx, miny, maxx, maxy = row.geometry.bounds
+        geom: Any = row["geometry"]
+        assert shapely.get_type_id(geom) in (1, 5)
+        minx, miny, maxx, maxy = geom.bounds
         assert -90.2 < minx < maxx < -87.6 and 13.1 < miny < maxy < 14.5
     first = back.iloc[0]
     shares = first["category_shares"]
