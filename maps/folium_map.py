@@ -46,6 +46,8 @@ LABELS: dict[str, dict[str, str]] = {
         "crossings": "Pasos fronterizos",
         "borders": "Fronteras",
         "month": "Mes",
+        "quarter": "Trimestre",
+        "year": "Año",
         "all": "Todo el período",
         "legend": "Leyenda",
         "low": "bajo",
@@ -64,6 +66,8 @@ LABELS: dict[str, dict[str, str]] = {
         "crossings": "Border crossings",
         "borders": "Borders",
         "month": "Month",
+        "quarter": "Quarter",
+        "year": "Year",
         "all": "Whole period",
         "legend": "Legend",
         "low": "low",
@@ -82,6 +86,8 @@ LABELS: dict[str, dict[str, str]] = {
         "crossings": "Passagens de fronteira",
         "borders": "Fronteiras",
         "month": "Mês",
+        "quarter": "Trimestre",
+        "year": "Ano",
         "all": "Todo o período",
         "legend": "Legenda",
         "low": "baixo",
@@ -251,6 +257,7 @@ def build_map(
     *,
     cells: pd.DataFrame,
     monthly_cells: pd.DataFrame | None = None,
+    slice: str = "month",
     routes: gpd.GeoDataFrame | None = None,
     corridors: gpd.GeoDataFrame | None = None,
     zones: gpd.GeoDataFrame | None = None,
@@ -262,7 +269,8 @@ def build_map(
     language: str = "es",
     heat_px: int = 800,
 ) -> folium.Map:
-    """The interactive map. ``cells`` (and ``monthly_cells``) come from :mod:`maps.privacy`.
+    """The interactive map. ``cells`` (and ``monthly_cells``, one slice of ``slice`` each: month,
+    quarter or year, dated by the ``month`` column) come from :mod:`maps.privacy`.
 
     Vector layers are EPSG:4326 GeoDataFrames. The heatmap and each month of the slider are
     images of the cell counts; no record's coordinates reach the page.
@@ -370,7 +378,7 @@ def build_map(
             tooltip=folium.GeoJsonTooltip(fields=kept[:1]) if kept else None,
         ).add_to(fmap)
     if monthly_cells is not None and not monthly_cells.empty:
-        _add_slider(fmap, monthly_cells, bounds, heat_px, words)
+        _add_slider(fmap, monthly_cells, bounds, heat_px, words, slice)
     folium.LayerControl(collapsed=False).add_to(fmap)
     categories = sorted(set(routes["category"])) if routes is not None and "category" in routes else []
     kinds = sorted(set(corridors["kind"])) if corridors is not None and "kind" in corridors else []
@@ -384,8 +392,9 @@ def _add_slider(
     bounds: tuple[float, float, float, float],
     heat_px: int,
     words: dict[str, str],
+    slice: str,
 ) -> None:
-    """One heat image per month, shown one at a time by a range input (last position: none)."""
+    """One heat image per slice, shown one at a time by a range input (last position: none)."""
     months = sorted(pd.to_datetime(monthly["month"]).unique())
     stack = [_heat_image(monthly[pd.to_datetime(monthly["month"]) == m], bounds, heat_px) for m in months]
     positive = np.concatenate([s[s > 0] for s in stack]) if stack else np.array([])
@@ -402,9 +411,10 @@ def _add_slider(
         )
         fmap.add_child(overlay)
         names.append(overlay.get_name())
-    month_labels: list[Any] = [pd.Timestamp(m).strftime("%Y-%m") for m in months] + [words["all"]]
+    formats = {"month": "%Y-%m", "quarter": "%Y-%m", "year": "%Y"}
+    month_labels: list[Any] = [pd.Timestamp(m).strftime(formats[slice]) for m in months] + [words["all"]]
     script = _SLIDER.format(
-        label=html.escape(words["month"]),
+        label=html.escape(words[slice]),
         last=len(months),
         months=json.dumps(month_labels),
         overlays="[" + ", ".join(names) + ", null]",

@@ -52,6 +52,46 @@ def event_cells(
     return frame.astype({"n": "int64"})
 
 
+#: Time slices the products may use, as pandas frequencies (slice start).
+SLICE_FREQ = {"month": "MS", "quarter": "QS", "year": "YS"}
+
+
+def sliced_event_cells(
+    engine: Engine,
+    scope: Scope,
+    *,
+    cell_km: float,
+    k: int,
+    since: date | None = None,
+    until: date | None = None,
+    slice: str = "month",
+) -> pd.DataFrame:
+    """:func:`event_cells` slice by slice, with a ``month`` column (first day of the slice, ``datetime64``).
+
+    ``slice`` is month, quarter or year (a sparse store keeps more cells with longer slices).
+    Each slice is suppressed on its own (a cell appears in a slice only with at least ``k``
+    records of that slice), so the slices never reveal what the whole-period cells hide.
+    """
+    if slice not in SLICE_FREQ:
+        raise ValueError(f"slice must be one of {', '.join(SLICE_FREQ)}, got {slice!r}")
+    # the span of months of all records (not the scope's: partners' records count in cells too);
+    # only its first and last month leave this function
+    with scoped(engine) as conn:
+        first, last = conn.execute(_PERIOD_SQL, {"t0": since, "t1": until}).one()
+    if first is None:
+        return pd.DataFrame(columns=[*CELL_COLUMNS, "month"])
+    starts = pd.date_range(
+        pd.Timestamp(first).to_period(SLICE_FREQ[slice][0]).start_time, last, freq=SLICE_FREQ[slice]
+    )
+    frames = []
+    for start in starts:
+        # until is inclusive of its month: the slice's last month
+        end = start + pd.tseries.frequencies.to_offset(SLICE_FREQ[slice]) - pd.offsets.MonthBegin(1)
+        cells = event_cells(engine, scope, cell_km=cell_km, k=k, since=start.date(), until=end.date())
+        frames.append(cells.assign(month=start))
+    return pd.concat(frames, ignore_index=True)
+
+
 def monthly_event_cells(
     engine: Engine,
     scope: Scope,
@@ -61,22 +101,8 @@ def monthly_event_cells(
     since: date | None = None,
     until: date | None = None,
 ) -> pd.DataFrame:
-    """:func:`event_cells` month by month, with a ``month`` column (first day, ``datetime64``).
-
-    Each month is suppressed on its own (a cell appears in a month only with at least ``k``
-    records of that month), so the slices never reveal what the whole-period cells hide.
-    """
-    # the span of months of all records (not the scope's: partners' records count in cells too);
-    # only its first and last month leave this function
-    with scoped(engine) as conn:
-        first, last = conn.execute(_PERIOD_SQL, {"t0": since, "t1": until}).one()
-    if first is None:
-        return pd.DataFrame(columns=[*CELL_COLUMNS, "month"])
-    frames = []
-    for month in pd.date_range(first, last, freq="MS"):
-        cells = event_cells(engine, scope, cell_km=cell_km, k=k, since=month.date(), until=month.date())
-        frames.append(cells.assign(month=month))
-    return pd.concat(frames, ignore_index=True)
+    """:func:`sliced_event_cells` by month."""
+    return sliced_event_cells(engine, scope, cell_km=cell_km, k=k, since=since, until=until, slice="month")
 
 
 def cells_as_events(cells: pd.DataFrame, *, month_column: str = "month") -> pd.DataFrame:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from geodata.db import SYSTEM, Scope, scoped
 from geodata.reference import GLOBAL_MAP_CREDIT, credits
 from maps.folium_map import build_map, save_map
-from maps.privacy import cells_as_events, event_cells, monthly_event_cells
+from maps.privacy import cells_as_events, event_cells, sliced_event_cells
 from maps.risk import RiskInputs, RiskParams, RiskReport, write_risk_surface
 from maps.static import render_png
 from routes.export import ExportRequest, Product, register_product
@@ -34,8 +34,9 @@ BASE_CREDITS = ("Records: offices of the REDTRAM network (aggregated, k-suppress
 class ProductParams:
     """How the products are made: cell size (km) and k of the aggregation, language, risk params."""
 
-    cell_km: float = 10.0
+    cell_km: float = 25.0
     k: int = 11
+    slice: str = "month"
     language: str = "es"
     title: str = "Rutas: riesgo en rutas migratorias"
     risk: RiskParams = field(default_factory=RiskParams)
@@ -80,7 +81,9 @@ def read_layers(
 ) -> MapLayers:
     """The layers of the maps for ``scope`` (events as k-suppressed cells only)."""
     cells = event_cells(engine, scope, cell_km=params.cell_km, k=params.k, since=since, until=until)
-    monthly = monthly_event_cells(engine, scope, cell_km=params.cell_km, k=params.k, since=since, until=until)
+    monthly = sliced_event_cells(
+        engine, scope, cell_km=params.cell_km, k=params.k, since=since, until=until, slice=params.slice
+    )
     routes = read_routes(engine, None, scope)
     if not routes.empty:
         routes["length_km"] = (routes["length_m"] / 1000.0).round(1)

@@ -23,6 +23,8 @@ from matplotlib.patches import Patch
 from maps.folium_map import CATEGORY_COLOURS, KIND_COLOURS, RISK_CMAP, labels
 from maps.risk import BAND_RISK
 
+#: Risk below this is left blank, so the map shows where risk is, not the faint proximity halo.
+MIN_SHOWN_RISK = 0.02
 _NICE_KM = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000)
 
 
@@ -61,7 +63,7 @@ def render_png(
         crs = src.crs
     fig, ax = plt.subplots(figsize=size_in, dpi=dpi)
     image = ax.imshow(
-        np.ma.masked_less_equal(risk, 0.0), extent=(left, right, bottom, top), cmap=RISK_CMAP, vmin=0, vmax=1
+        np.ma.masked_less(risk, MIN_SHOWN_RISK), extent=(left, right, bottom, top), cmap=RISK_CMAP, vmin=0, vmax=1
     )
     handles: list[Line2D | Patch] = []
     if borders is not None and not borders.empty:
@@ -97,6 +99,8 @@ def render_png(
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
     ax.set_xticks([])
+    ax.set_xlabel("")
+    ax.set_ylabel("")
     ax.set_yticks([])
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label=f"{words['risk']} (0-1)")
     if handles:

@@ -77,6 +77,10 @@ from scripts import cli_demo  # noqa: E402
 
 cli_demo.register(app)
 
+from scripts import cli_maps  # noqa: E402
+
+cli_maps.register(app)
+
 
 def main() -> None:
     """Entry point of the console script."""

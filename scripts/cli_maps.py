@@ -1,0 +1,106 @@
+"""``rutas maps``: the risk GeoTIFF, the interactive HTML map and the PNG map of the store.
+
+Importing this module also makes ``rutas export risk --format tif`` available (the ``risk``
+product of :mod:`maps.products`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geodata import db
+from geodata.db import SYSTEM, Scope
+from geodata.errors import InputError
+from geodata.settings import Settings, get_settings
+from maps.folium_map import LANGUAGES
+from maps.products import ProductParams, ProductPaths, make_products
+from maps.risk import RiskParams
+from scripts.console import console, friendly_errors, out, print_json
+
+#: The IOM demo data is sparse (about 5,700 incidents over 11 years and the whole Americas):
+#: yearly slices keep cells of at least k records where monthly ones keep none.
+DEMO_SLICE = "year"
+
+
+def _scope(role: str | None, country: str | None, partners: str) -> Scope:
+    if role is None:
+        return SYSTEM
+    shared: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in partners.split(","))):
+        code, _, level = item.partition(":")
+        if level not in ("aggregate", "detail") or len(code) != 3:
+            raise InputError(
+                f"Partner {item!r} must look like ISO3:aggregate or ISO3:detail (e.g. COL:aggregate).",
+                f"El socio {item!r} debe tener la forma ISO3:aggregate o ISO3:detail (p. ej. COL:aggregate).",
+                code="bad_parameter",
+            )
+        shared[code.upper()] = level
+    return Scope(role=role, country=country.upper() if country else None, partners=shared)
+
+
+def _print_paths(paths: ProductPaths) -> None:
+    out.print(f"Mapa interactivo / interactive map (HTML): {paths.html}")
+    out.print(f"Mapa estático / static map (PNG): {paths.png}")
+    out.print(f"Superficie de riesgo / risk surface (GeoTIFF): {paths.tif}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``maps`` to the ``rutas`` command line."""
+
+    @app.command("maps")
+    @friendly_errors
+    def maps_(
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for the products")] = Path("products"),
+        role: Annotated[
+            str | None, typer.Option(help="Make the products as this role (prosecutor, ...); default: system")
+        ] = None,
+        country: Annotated[str | None, typer.Option(help="ISO3 of the reader's office")] = None,
+        partners: Annotated[str, typer.Option(help="Sharing agreements, e.g. COL:aggregate,PER:detail")] = "",
+        lang: Annotated[str, typer.Option("--lang", help="es, en or pt")] = "es",
+        since: Annotated[datetime | None, typer.Option(help="First day (UTC)")] = None,
+        until: Annotated[datetime | None, typer.Option(help="Last day (UTC), its month included")] = None,
+        slice_: Annotated[str, typer.Option("--slice", help="month, quarter or year")] = "month",
+        res_km: Annotated[float, typer.Option("--res-km", help="Risk surface cell size, km")] = 5.0,
+        half_life_days: Annotated[float, typer.Option("--half-life-days")] = 180.0,
+        json_out: Annotated[bool, typer.Option("--json", help="Print the paths as JSON")] = False,
+    ) -> None:
+        """Write the risk GeoTIFF, the HTML map and the PNG map for a reader's scope."""
+        if lang not in LANGUAGES:
+            raise InputError(
+                f"--lang {lang!r}: use one of {', '.join(LANGUAGES)}.",
+                f"--lang {lang!r}: use uno de {', '.join(LANGUAGES)}.",
+                code="bad_parameter",
+            )
+        settings = get_settings()
+        params = ProductParams(
+            cell_km=settings.aggregate_cell_km,
+            k=settings.k_anonymity,
+            language=lang,
+            slice=slice_,
+            risk=RiskParams(res_m=res_km * 1000.0, half_life_days=half_life_days),
+        )
+        with console.status("Dibujando los mapas / drawing the maps"):
+            paths = make_products(
+                db.get_engine(settings),
+                out_dir,
+                scope=_scope(role, country, partners),
+                params=params,
+                since=since.date() if since else None,
+                until=until.date() if until else None,
+            )
+        if json_out:
+            print_json({"html": str(paths.html), "png": str(paths.png), "tif": str(paths.tif)})
+        else:
+            _print_paths(paths)
+
+
+def demo_stage(settings: Settings) -> None:
+    """Write the HTML map, the PNG and the GeoTIFF of the demo data and print their paths."""
+    params = ProductParams(cell_km=settings.aggregate_cell_km, k=settings.k_anonymity, slice=DEMO_SLICE)
+    with console.status("Dibujando los mapas / drawing the maps"):
+        paths = make_products(db.get_engine(settings), Path(settings.state_dir) / "products", params=params)
+    _print_paths(paths)
