@@ -299,8 +299,15 @@ def _write_routes(
     return ids
 
 
-def route_summaries(routes: gpd.GeoDataFrame) -> list[dict[str, Any]]:
-    """One plain record per route (no geometry, no event ids), longest first."""
+def route_summaries(
+    routes: gpd.GeoDataFrame, crossing_names: dict[int, str] | None = None
+) -> list[dict[str, Any]]:
+    """One plain record per route (no geometry, no event ids), longest first.
+
+    ``crossings`` names the crossings near the route (nearest first) from ``crossing_names``
+    (crossing id -> name; unnamed ones as ``#<id>``).
+    """
+    names = crossing_names or {}
     records = []
     for r in routes.sort_values("length_m", ascending=False).itertuples():
         records.append(
@@ -316,6 +323,7 @@ def route_summaries(routes: gpd.GeoDataFrame) -> list[dict[str, Any]]:
                 "p_value": None if pd.isna(r.p_value) else float(r.p_value),
                 "countries": list(r.countries),
                 "crossing_ids": [int(c) for c in getattr(r, "crossing_ids", [])],
+                "crossings": [names.get(int(c)) or f"#{int(c)}" for c in getattr(r, "crossing_ids", [])],
                 "first_event": None if pd.isna(r.first_event) else r.first_event.isoformat(),
                 "last_event": None if pd.isna(r.last_event) else r.last_event.isoformat(),
                 "category_shares": r.category_shares,
@@ -509,8 +517,13 @@ def _run_group(
         code_version=version,
         timings_s=timings,
         counts=counts,
-        routes=route_summaries(stored),
+        routes=route_summaries(stored, _names(crossings)),
     )
+
+
+def _names(crossings: gpd.GeoDataFrame) -> dict[int, str]:
+    named = crossings.dropna(subset=["name"])
+    return dict(zip(named["id"].astype(int), named["name"].astype(str), strict=True))
 
 
 def read_routes(engine: Engine, run_ids: list[int] | None = None, scope: Scope = SYSTEM) -> gpd.GeoDataFrame:

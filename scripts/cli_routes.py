@@ -149,28 +149,26 @@ def _date(value: str | None, option: str) -> pd.Timestamp | None:
 
 
 def _routes_table(records: list[dict[str, Any]], title: str) -> Table:
-    table = Table(
-        "categoría / category",
-        "km",
-        "eventos / events",
-        "tendencia / trend",
-        "tau",
-        "países / countries",
-        "pasos / crossings",
-        "nueva / new",
-        title=title,
-    )
+    table = Table(title=title)
+    table.add_column("categoría / category", no_wrap=True)
+    table.add_column("km", justify="right")
+    table.add_column("eventos / events", justify="right")
+    table.add_column("tendencia / trend")
+    table.add_column("países / countries")
+    table.add_column("pasos / crossings")
+    table.add_column("vista antes / seen before")
     for r in records:
-        crossings = r.get("crossing_ids", [])
+        crossings = r.get("crossings") or [f"#{c}" for c in r.get("crossing_ids", [])]
+        shown = ", ".join(crossings[:2]) + (f" (+{len(crossings) - 2})" if len(crossings) > 2 else "")
+        tau = "" if r["tau"] is None else f" (tau {r['tau']:.2f})"
         table.add_row(
             r["category"],
             f"{r['length_km']:,.0f}",
             f"{r['events']:,}",
-            r["trend"],
-            "" if r["tau"] is None else f"{r['tau']:.2f}",
+            r["trend"] + tau,
             " ".join(r["countries"]),
-            str(len(crossings)),
-            "no" if r["seen_before"] else "sí / yes",
+            shown or "-",
+            "sí / yes" if r["seen_before"] else "no",
         )
     return table
 
