@@ -147,9 +147,8 @@ def main() -> None:
         )
 
         cells = _cells(events, 25.0)
-        whole = pd.DataFrame(cells.groupby(["lon", "lat", "west", "south", "east", "north", "kind"], as_index=False)[
-            "n"
-        ].sum()
+        keys = ["lon", "lat", "west", "south", "east", "north", "kind"]
+        whole = pd.DataFrame(cells.groupby(keys, as_index=False)["n"].sum())
         start = time.perf_counter()
         html = save_map(
             build_map(cells=whole, monthly_cells=cells, risk_path=report.path, attribution=["bench"]),
