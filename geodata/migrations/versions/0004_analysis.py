@@ -68,8 +68,10 @@ def upgrade() -> None:
     op.create_index("routes_geom_idx", "routes", ["geom"], postgresql_using="gist")
     op.create_table(
         "route_events",
-        sa.Column("route_id", sa.BigInteger, sa.ForeignKey("routes.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("event_id", sa.BigInteger, sa.ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("route_id", sa.BigInteger, sa.ForeignKey("routes.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("event_id", sa.BigInteger, sa.ForeignKey("events.id", ondelete="CASCADE"),
+                  primary_key=True),
     )
     op.create_index("route_events_event_idx", "route_events", ["event_id"])
     op.execute(f"GRANT SELECT ON {', '.join(TABLES)} TO {APP_ROLE}")
