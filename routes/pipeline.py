@@ -384,7 +384,8 @@ def run_pipeline(
     clock = time.perf_counter()
     stage("reading")
     with scoped(engine) as conn:
-        if "roads" not in active_layers(conn):
+        layers = active_layers(conn)
+        if "roads" not in layers:
             raise InputError(
                 "No road network is loaded, so there is nothing to find routes on. Run "
                 "`rutas load roads PATH` first.",
@@ -427,6 +428,7 @@ def run_pipeline(
                 version,
                 dict(shared),
                 snap_record,
+                layers,
                 settings.border_near_km,
             )
         )
@@ -444,11 +446,13 @@ def _run_group(
     version: str,
     timings: dict[str, float],
     snap_record: dict[str, Any],
+    layers: dict[str, int],
     near_km: float,
 ) -> RunSummary:
     crime_types = filters.crime_types or ()
     run_id = _start_run(engine, params, filters, version)
-    counts: dict[str, Any] = {"crime_types": list(crime_types), "snapping": snap_record}
+    # the reference layer versions read, so every route can be traced to its inputs
+    counts: dict[str, Any] = {"crime_types": list(crime_types), "snapping": snap_record, "layers": layers}
     try:
         mine = events[events["crime_type"].isin(crime_types)]
         counts["events_read"] = len(mine)

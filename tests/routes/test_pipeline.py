@@ -6,6 +6,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 import sqlalchemy as sa
@@ -71,6 +72,7 @@ def test_run_snaps_and_stores_the_planted_routes(
     assert record.parameters["neighbour_km"] == 20.0 and record.parameters["segment_km"] == 10.0
     assert record.filters["crime_types"] == ["smuggling"]
     assert record.code_version.startswith(("git:", "rutas "))
+    assert set(record.counts["layers"]) >= {"roads"}
     assert record.counts["routes"] == len(routes) >= 2
     assert {"snapping", "read", "cube", "gi_star_fdr", "routes", "write"} <= set(record.timings)
     assert all(r.gtype == "ST_MultiLineString" and r.countries == ["SLV"] for r in routes)
@@ -148,3 +150,28 @@ def test_bad_parameters_are_refused_before_any_run(engine: Engine, settings: Set
         run_pipeline(engine, settings, AnalysisParams(slice="fortnight"))
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM analysis_runs")).scalar_one() == before
+
+
+def test_filters_that_leave_nothing_are_refused_without_a_run(
+    engine: Engine, settings: Settings, stored: tuple[Scenario, dict[int, int], RunSummary]
+) -> None:
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM analysis_runs")).scalar_one()
+    for filters in (
+        RunFilters(countries=("HND",)),
+        RunFilters(kinds=("interception",)),
+        RunFilters(since=pd.Timestamp("2030-01-01", tz="UTC")),
+    ):
+        with pytest.raises(InputError, match="No snapped event passes the filters"):
+            run_pipeline(engine, settings, PARAMS, filters)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM analysis_runs")).scalar_one() == before
+    # a period cut to the last year still finds routes, and the run records its filters
+    (run,) = run_pipeline(
+        engine,
+        settings,
+        PARAMS,
+        RunFilters(since=pd.Timestamp("2025-01-01", tz="UTC"), crime_types=("smuggling",)),
+    )
+    assert run.filters["since"] == "2025-01-01T00:00:00+00:00"
+    assert run.counts["slices"] == 6 and run.counts["routes"] >= 1
