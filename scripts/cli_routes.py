@@ -132,14 +132,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _date(value: str | None, option: str) -> pd.Timestamp | None:
+    """The option's date as a UTC timestamp (a date without a zone is UTC)."""
     if value is None:
         return None
     try:
-        return (
-            pd.Timestamp(value).tz_localize("UTC")
-            if pd.Timestamp(value).tzinfo is None
-            else pd.Timestamp(value).tz_convert("UTC")
-        )
+        when = pd.Timestamp(value)
+        return when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
     except ValueError as error:
         raise InputError(
             f"{option} {value!r} is not a date: write it as YYYY-MM-DD.",
