@@ -34,6 +34,7 @@ from geodata.errors import InputError, RutasError
 from geodata.network import read_edges
 from geodata.reference import active_layers, read_layer
 from geodata.settings import CHECKOUT_DIR, Settings
+from geodata.tables import CRIME_TYPES, EVENT_KINDS
 from routes.analysis import AnalysisParams, analyse
 from routes.cube import CubeFilter
 from routes.segments import cut_segments
@@ -59,6 +60,33 @@ class RunFilters:
     crime_types: tuple[str, ...] | None = None
     kinds: tuple[str, ...] | None = None
     countries: tuple[str, ...] | None = None
+
+    def check(self) -> None:
+        """Raise :class:`InputError` naming the first crime type, kind or country not known."""
+        for option, values, known in (
+            ("--crime-type", self.crime_types, CRIME_TYPES),
+            ("--kind", self.kinds, EVENT_KINDS),
+        ):
+            for value in values or ():
+                if value not in known:
+                    raise InputError(
+                        f"{option} {value!r} is not known: use one of {', '.join(known)}.",
+                        f"{option} {value!r} no existe: use uno de {', '.join(known)}.",
+                        code="bad_parameter",
+                    )
+        for country in self.countries or ():
+            if len(country) != 3 or not country.isalpha() or not country.isupper():
+                raise InputError(
+                    f"--country {country!r} is not an ISO 3166-1 alpha-3 code (e.g. MEX).",
+                    f"--country {country!r} no es un código ISO 3166-1 alfa-3 (p. ej. MEX).",
+                    code="bad_parameter",
+                )
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise InputError(
+                f"--since {self.since.date()} is not before --until {self.until.date()}.",
+                f"--since {self.since.date()} no es anterior a --until {self.until.date()}.",
+                code="bad_parameter",
+            )
 
     def as_record(self) -> dict[str, Any]:
         """Plain dict, as the run records it (dates as ISO text)."""
@@ -371,6 +399,7 @@ def run_pipeline(
     params = params or AnalysisParams.from_settings(settings)
     params.check()
     filters = filters or RunFilters()
+    filters.check()
     stage = on_stage or (lambda name: None)
     shared: dict[str, float] = {}
     clock = time.perf_counter()

@@ -76,5 +76,9 @@ def test_run_and_export_refuse_bad_options(stored: Scenario, tmp_path: Path) -> 
     assert result.exit_code == 2 and "slice=fortnight" in result.output
     result = runner.invoke(app, ["run", "--since", "yesterday-ish"])
     assert result.exit_code == 2 and "YYYY-MM-DD" in result.output
+    result = runner.invoke(app, ["run", "--crime-type", "smugling"])
+    assert result.exit_code == 2 and "smuggling" in result.output and "'smugling'" in result.output
+    result = runner.invoke(app, ["run", "--since", "2025-01-01", "--until", "2024-01-01"])
+    assert result.exit_code == 2 and "--until" in result.output
     result = runner.invoke(app, ["export", "routes", "--format", "shp", "--out", str(tmp_path / "r.shp")])
     assert result.exit_code == 2 and "geojson" in result.output
