@@ -299,3 +299,34 @@ event_cell_counts = sa.Table(
     sa.Column("kind", sa.Text, primary_key=True),
     sa.Column("n", sa.Integer, nullable=False),
 )
+
+# --- corridors and products (issue 5) -----------------------------------------------------------
+
+CORRIDOR_KINDS = ("drug", "fuel", "arms", "other")
+
+#: Trafficking corridors analysts load (``rutas load corridors``), owned by a country like events;
+#: row-level security (migration 0005) shows them to the owner, detail partners, admin and system.
+corridors = sa.Table(
+    "corridors",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("layer_id", sa.BigInteger, sa.ForeignKey("reference_layers.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("owner_country", sa.CHAR(3), nullable=False),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Column("confidence", sa.Text, nullable=True),
+    sa.Column("valid_from", sa.Date, nullable=True),
+    sa.Column("valid_to", sa.Date, nullable=True),
+    sa.Column("illustrative", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("source_row", sa.Integer, nullable=False),
+    sa.Column("properties", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=False), nullable=False),
+    sa.CheckConstraint("kind IN ('drug', 'fuel', 'arms', 'other')", name="corridors_kind"),
+    sa.CheckConstraint("valid_to IS NULL OR valid_from IS NULL OR valid_from <= valid_to",
+                       name="corridors_validity"),
+)
+sa.Index("corridors_geom_idx", corridors.c.geom, postgresql_using="gist")
+sa.Index("corridors_layer_idx", corridors.c.layer_id)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from geodata import corridors as _corridors  # noqa: F401  (registers `rutas load corridors`)
 from geodata import db
 from geodata.db import SYSTEM, Scope
 from geodata.errors import InputError

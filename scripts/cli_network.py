@@ -127,11 +127,14 @@ def register(app: typer.Typer) -> None:
         kind: Annotated[
             str | None, typer.Option(help="Sub-kind for layers that have one (corridors)")
         ] = None,
+        country: Annotated[
+            str | None, typer.Option(help="Owner country ISO3, for layers that have one (corridors)")
+        ] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print the load report as JSON")] = False,
     ) -> None:
         """Load a reference layer, replacing its previous version in one transaction."""
         settings = get_settings()
-        options = {"kind": kind} if kind else None
+        options = {k: v for k, v in (("kind", kind), ("country", country)) if v} or None
         with console.status(f"Cargando / loading {layer}: {path.name}"):
             report = load_layer(settings, layer, path, source=source, options=options)
         if json_out:
