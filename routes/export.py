@@ -119,7 +119,9 @@ def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def write_frame(frame: gpd.GeoDataFrame, fmt: str, out: Path, *, layer: str) -> int:
+def write_frame(
+    frame: gpd.GeoDataFrame, fmt: str, out: Path, *, layer: str, name_column: str | None = None
+) -> int:
     """Write ``frame`` (EPSG:4326) to ``out`` as ``fmt``, replacing the file; returns the rows written.
 
     GeoJSON is RFC 7946 with list properties kept as arrays; GeoParquet keeps lists and
@@ -146,6 +148,9 @@ def write_frame(frame: gpd.GeoDataFrame, fmt: str, out: Path, *, layer: str) -> 
         table["geometry"] = plain.geometry.to_wkt()
         table.to_csv(out, index=False)
     elif fmt == "kml":
+        if name_column is not None and name_column in plain.columns:
+            # the placemark's name, what Google Earth shows; the column itself stays as data
+            plain.insert(0, "Name", plain[name_column])
         pyogrio.write_dataframe(plain, out, driver="KML", layer=layer)
     else:
         pyogrio.write_dataframe(plain, out, driver="GPKG", layer=layer)
@@ -219,12 +224,21 @@ def routes_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataFram
 
 
 def vector_product(
-    name: str, read: Callable[[Engine, ExportRequest], gpd.GeoDataFrame], description: str = ""
+    name: str,
+    read: Callable[[Engine, ExportRequest], gpd.GeoDataFrame],
+    description: str = "",
+    *,
+    name_column: str | None = None,
 ) -> Product:
-    """A product whose reader returns a GeoDataFrame, written in any of :data:`VECTOR_FORMATS`."""
+    """A product whose reader returns a GeoDataFrame, written in any of :data:`VECTOR_FORMATS`.
+
+    ``name_column`` names each KML placemark.
+    """
 
     def write(engine: Engine, request: ExportRequest) -> int:
-        return write_frame(read(engine, request), request.format, request.out, layer=name)
+        return write_frame(
+            read(engine, request), request.format, request.out, layer=name, name_column=name_column
+        )
 
     return Product(name=name, formats=VECTOR_FORMATS, write=write, description=description)
 
@@ -234,6 +248,7 @@ register_product(
         "events",
         read_events_for_export,
         "events the caller's scope may see, without free text or personal fields",
+        name_column="kind",
     )
 )
 register_product(
@@ -241,6 +256,7 @@ register_product(
         "routes",
         routes_for_export,
         "emerging routes of the latest run per crime type, dominant category in 'category'",
+        name_column="category",
     )
 )
 

@@ -67,6 +67,9 @@ def test_routes_round_trip(
         assert shapely.get_type_id(geom) in (1, 5)
         minx, miny, maxx, maxy = geom.bounds
         assert -90.2 < minx < maxx < -87.6 and 13.1 < miny < maxy < 14.5
+    if fmt == "kml":
+        # placemarks are named after their category, as Google Earth lists them
+        assert list(back["Name"]) == list(back["category"])
     first = back.iloc[0]
     shares = first["category_shares"]
     assert json.loads(shares) if isinstance(shares, str) else shares
