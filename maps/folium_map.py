@@ -112,6 +112,8 @@ CATEGORY_COLOURS = {
 KIND_COLOURS = {"drug": "#6a3d9a", "fuel": "#1f78b4", "arms": "#33a02c", "other": "#666666"}
 #: Figures shown in a route's popup, when the routes frame has them.
 ROUTE_FIGURES = ("route_id", "category", "length_km", "event_count", "countries", "first_month", "last_month")
+#: Attributes shown in a corridor's popup, when the corridors frame has them.
+CORRIDOR_FIGURES = ("name", "kind", "source", "confidence", "valid_from", "valid_to", "illustrative", "note")
 HEAT_CMAP = "inferno"
 RISK_CMAP = "YlOrRd"
 
@@ -331,7 +333,7 @@ def build_map(
             style_function=lambda _: {"color": "#444", "weight": 1.2, "dashArray": "4 3"},
         ).add_to(fmap)
     if corridors is not None and not corridors.empty:
-        kept = [c for c in ("name", "kind", "source", "confidence", "note") if c in corridors]
+        kept = [c for c in CORRIDOR_FIGURES if c in corridors]
         folium.GeoJson(
             corridors[[*kept, "geometry"]].to_json(default=str),
             name=words["corridors"],

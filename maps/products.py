@@ -17,6 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from geodata.corridors import read_stored_corridors
 from geodata.db import SYSTEM, Scope, scoped
 from geodata.reference import GLOBAL_MAP_CREDIT, credits
 from maps.folium_map import build_map, save_map
@@ -49,6 +50,7 @@ class MapLayers:
     cells: pd.DataFrame
     monthly_cells: pd.DataFrame
     routes: gpd.GeoDataFrame
+    corridors: gpd.GeoDataFrame
     crossings: gpd.GeoDataFrame
     borders: gpd.GeoDataFrame
     attribution: tuple[str, ...]
@@ -89,6 +91,7 @@ def read_layers(
         routes["length_km"] = (routes["length_m"] / 1000.0).round(1)
         routes["countries"] = routes["countries"].map(lambda c: ", ".join(c))
         routes["route_id"] = routes["id"]
+    corridors = read_stored_corridors(engine, scope)
     crossings = _read_frame(engine, "SELECT name, country_a, country_b, official, geom FROM crossings")
     borders = _read_frame(engine, "SELECT country_a, country_b, geom FROM border_segments")
     layer_credits = credits(engine)
@@ -100,6 +103,7 @@ def read_layers(
         cells=cells,
         monthly_cells=monthly,
         routes=routes,
+        corridors=corridors,
         crossings=crossings,
         borders=borders,
         attribution=attribution,
@@ -112,7 +116,7 @@ def risk_inputs(layers: MapLayers) -> RiskInputs:
     return RiskInputs(
         events=cells_as_events(layers.monthly_cells),
         routes=layers.routes,
-        corridors=None,
+        corridors=layers.corridors,
         crossings=layers.crossings,
     )
 
@@ -137,12 +141,14 @@ def make_products(
         cells=layers.cells,
         monthly_cells=layers.monthly_cells,
         routes=layers.routes,
+        corridors=layers.corridors,
         crossings=layers.crossings,
         borders=layers.borders,
         risk_path=tif,
         attribution=layers.attribution,
         title=params.title,
         language=params.language,
+        slice=params.slice,
     )
     html = save_map(fmap, out_dir / f"{name}_map.html")
     months = pd.to_datetime(layers.monthly_cells["month"]) if not layers.monthly_cells.empty else None
@@ -154,6 +160,7 @@ def make_products(
         period=period,
         attribution=layers.attribution,
         routes=layers.routes,
+        corridors=layers.corridors,
         crossings=layers.crossings,
         borders=layers.borders,
         language=params.language,

@@ -63,7 +63,11 @@ def render_png(
         crs = src.crs
     fig, ax = plt.subplots(figsize=size_in, dpi=dpi)
     image = ax.imshow(
-        np.ma.masked_less(risk, MIN_SHOWN_RISK), extent=(left, right, bottom, top), cmap=RISK_CMAP, vmin=0, vmax=1
+        np.ma.masked_less(risk, MIN_SHOWN_RISK),
+        extent=(left, right, bottom, top),
+        cmap=RISK_CMAP,
+        vmin=0,
+        vmax=1,
     )
     handles: list[Line2D | Patch] = []
     if borders is not None and not borders.empty:

@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
-from geodata import corridors as _corridors  # noqa: F401  (registers `rutas load corridors`)
+from geodata import corridors as _corridors  # also registers `rutas load corridors`
 from geodata import db
 from geodata.db import SYSTEM, Scope
 from geodata.errors import InputError
-from geodata.settings import Settings, get_settings
+from geodata.settings import CHECKOUT_DIR, Settings, get_settings
 from maps.folium_map import LANGUAGES
 from maps.products import ProductParams, ProductPaths, make_products
 from maps.risk import RiskParams
@@ -25,6 +25,10 @@ from scripts.console import console, friendly_errors, out, print_json
 #: The IOM demo data is sparse (about 5,700 incidents over 11 years and the whole Americas):
 #: yearly slices keep cells of at least k records where monthly ones keep none.
 DEMO_SLICE = "year"
+#: The illustrative corridors drawn from public reporting (see geodata/illustrative/README.md),
+#: loaded for the demo as if an office owned them.
+ILLUSTRATIVE_DIR = CHECKOUT_DIR / "geodata" / "illustrative"
+DEMO_CORRIDOR_OWNER = "COL"
 
 
 def _scope(role: str | None, country: str | None, partners: str) -> Scope:
@@ -100,8 +104,23 @@ def register(app: typer.Typer) -> None:
 
 
 def demo_stage(settings: Settings) -> None:
-    """Write the HTML map, the PNG and the GeoTIFF of the demo data and print their paths."""
+    """Load the illustrative corridors, write the HTML map, the PNG and the GeoTIFF of the demo data
+    and print their paths."""
+    engine = db.get_engine(settings)
+    for kind in ("drug", "fuel", "arms"):
+        report = _corridors.load_corridors(
+            engine,
+            ILLUSTRATIVE_DIR / f"corridors_demo_{kind}.geojson",
+            settings=settings,
+            kind=kind,
+            country=DEMO_CORRIDOR_OWNER,
+            source="Rutas demo: illustrative, not intelligence",
+        )
+        out.print(
+            f"Corredores ilustrativos (no son inteligencia) / illustrative corridors (not intelligence): "
+            f"{kind}: {report.feature_count}"
+        )
     params = ProductParams(cell_km=settings.aggregate_cell_km, k=settings.k_anonymity, slice=DEMO_SLICE)
     with console.status("Dibujando los mapas / drawing the maps"):
-        paths = make_products(db.get_engine(settings), Path(settings.state_dir) / "products", params=params)
+        paths = make_products(engine, Path(settings.state_dir) / "products", params=params)
     _print_paths(paths)

@@ -10,16 +10,19 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import shapely
 from PIL import Image
 from playwright.sync_api import sync_playwright
 from sqlalchemy.engine import Engine
 
+from geodata.corridors import load_corridors
 from geodata.db import Scope
+from geodata.settings import Settings
 from maps.folium_map import build_map, save_map
 from maps.privacy import event_cells, monthly_event_cells
 from maps.products import ProductParams, make_products
-from maps.risk import RiskParams
+from maps.risk import BAND_NAMES, RiskParams
 from tests.factories import make_events
 
 #: Victims' places: distinctive coordinates that must never appear in another country's map.
@@ -186,3 +189,24 @@ def test_products_write_a_georeferenced_tif_and_a_non_blank_png(store: Engine, t
     assert len(np.unique(pixels, axis=0)) > 100  # risk colours, text, legend: not a blank canvas
     assert (pixels.std(axis=0) > 10).all()
     assert paths.tif.stat().st_size > 1000
+
+
+def test_an_offices_corridors_reach_only_maps_its_scope_may_see(
+    store: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "secret.geojson"
+    path.write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", '
+        '"properties": {"name": "secreto-COL-123"}, "geometry": {"type": "LineString", "coordinates": [[-74.3, 4.4], [-75.8, 6.4]]}}]}',
+        encoding="utf-8",
+    )
+    load_corridors(store, path, settings=settings, kind="drug", country="COL")
+    params = ProductParams(cell_km=10.0, k=K, risk=RiskParams(res_m=2_000.0, bandwidth_m=4_000.0))
+    own = make_products(store, tmp_path / "col", scope=Scope(role="prosecutor", country="COL"), params=params)
+    other = make_products(store, tmp_path / "per", scope=PERU, params=params)
+    assert "secreto-COL-123" in own.html.read_text(encoding="utf-8")
+    assert "secreto-COL-123" not in other.html.read_text(encoding="utf-8")
+    # and the corridor feeds the convergence band only where it may be seen
+    with rasterio.open(own.tif) as col_tif, rasterio.open(other.tif) as per_tif:
+        band = BAND_NAMES.index("corridor_convergence") + 1
+        assert col_tif.read(band).max() > per_tif.read(band).max()
