@@ -197,7 +197,8 @@ def test_an_offices_corridors_reach_only_maps_its_scope_may_see(
     path = tmp_path / "secret.geojson"
     path.write_text(
         '{"type": "FeatureCollection", "features": [{"type": "Feature", '
-        '"properties": {"name": "secreto-COL-123"}, "geometry": {"type": "LineString", "coordinates": [[-74.3, 4.4], [-75.8, 6.4]]}}]}',
+        '"properties": {"name": "secreto-COL-123"}, "geometry": {"type": "LineString", '
+        '"coordinates": [[-74.3, 4.4], [-75.8, 6.4]]}}]}',
         encoding="utf-8",
     )
     load_corridors(store, path, settings=settings, kind="drug", country="COL")
