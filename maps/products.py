@@ -66,6 +66,24 @@ class ProductPaths:
     tif: Path
 
 
+#: Credit lines required by open record sources, keyed by the batch source that calls for them.
+RECORD_CREDITS = {"IOM Missing Migrants Project": "Source: IOM Missing Migrants Project (CC BY 4.0)"}
+
+
+def record_credits(engine: Engine) -> list[str]:
+    """Credit lines of the open record sources in the store (e.g. IOM's CC BY line)."""
+    with scoped(engine) as conn:
+        sources = set(conn.execute(sa.text("SELECT DISTINCT source FROM ingest_batches")).scalars())
+    return [line for source, line in RECORD_CREDITS.items() if source in sources]
+
+
+def corridor_sources(engine: Engine) -> set[str]:
+    """Sources of corridor layers: left out of the credits, as an office's layers are confidential."""
+    with scoped(engine) as conn:
+        rows = conn.execute(sa.text("SELECT DISTINCT source FROM reference_layers WHERE kind = 'corridors'"))
+        return {str(s) for s in rows.scalars()}
+
+
 def _read_frame(engine: Engine, sql: str) -> gpd.GeoDataFrame:
     with scoped(engine) as conn:
         return gpd.read_postgis(sa.text(sql), conn, geom_col="geom", crs="EPSG:4326").rename_geometry(
@@ -94,8 +112,9 @@ def read_layers(
     corridors = read_stored_corridors(engine, scope)
     crossings = _read_frame(engine, "SELECT name, country_a, country_b, official, geom FROM crossings")
     borders = _read_frame(engine, "SELECT country_a, country_b, geom FROM border_segments")
-    layer_credits = credits(engine)
-    attribution = (*BASE_CREDITS, *layer_credits)
+    confidential = corridor_sources(engine)
+    layer_credits = [c for c in credits(engine) if c not in confidential]
+    attribution = (*BASE_CREDITS, *record_credits(engine), *layer_credits)
     if any("Global Map" in c for c in layer_credits) and GLOBAL_MAP_CREDIT not in attribution:
         attribution = (*attribution, GLOBAL_MAP_CREDIT)
     run_ids = sorted({str(r) for r in routes["run_id"]}) if not routes.empty else []

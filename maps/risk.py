@@ -109,6 +109,8 @@ class RiskParams:
     emerging_weights: Mapping[str, float] = field(default_factory=lambda: dict(EMERGING_WEIGHTS))
     window_rows: int = 512
     margin_m: float = 50_000.0
+    #: GDAL's block cache while writing (its default, 5 % of RAM, would dominate the memory used)
+    gdal_cache_mb: int = 256
 
 
 @dataclass
@@ -313,13 +315,19 @@ def write_risk_surface(
         "tiled": True,
         "blockxsize": 512,
         "blockysize": 512,
-        "compress": "deflate",
+        # the work file is written once and read once: fastest compression, all cores
+        "compress": "zstd",
+        "zstd_level": 1,
+        "num_threads": "ALL_CPUS",
         "BIGTIFF": "IF_SAFER",
     }
     sums = np.zeros(len(BAND_NAMES) - 1)
     counts = np.zeros(len(BAND_NAMES) - 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".risk-") as tmp:
+    with (
+        rasterio.Env(GDAL_CACHEMAX=params.gdal_cache_mb),
+        tempfile.TemporaryDirectory(dir=path.parent, prefix=".risk-") as tmp,
+    ):
         work = Path(tmp) / "bands.tif"
         with rasterio.open(work, "w+", **profile) as dst:
             for row0, density in density_windows(
@@ -355,6 +363,9 @@ def write_risk_surface(
             path,
             driver="COG",
             compress="deflate",
+            level=6,
+            predictor="YES",
+            num_threads="ALL_CPUS",
             blocksize=512,
             overview_resampling="average",
             BIGTIFF="IF_SAFER",

@@ -1,0 +1,87 @@
+"""Route-corridor overlap and convergence zones on hand-made geometries with known answers."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from pyproj import Geod
+
+from routes.overlap import convergence_zones, route_corridor_overlap
+
+GEOD = Geod(ellps="WGS84")
+# along the equator one degree of longitude is 111.32 km
+DEG_KM = GEOD.inv(-75.0, 0.0, -74.0, 0.0)[2] / 1000.0
+
+
+def _routes() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"route_id": [7], "category": ["new_hot"]},
+        geometry=[shapely.LineString([(-75.0, 0.0), (-74.0, 0.0)])],
+        crs=4326,
+    )
+
+
+def _corridors() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {
+            "corridor_id": [1, 2, 3],
+            "kind": ["drug", "fuel", "arms"],
+            "valid_from": ["2024-01-01", None, None],
+            "valid_to": ["2024-06-30", None, None],
+        },
+        geometry=[
+            shapely.LineString([(-74.5, 0.02), (-73.0, 0.02)]),  # parallel, 2.2 km north
+            shapely.LineString([(-74.3, -0.5), (-74.3, 0.5)]),  # crosses the route at -74.3
+            shapely.LineString([(-80.0, 5.0), (-79.0, 5.0)]),
+        ],  # far away
+        crs=4326,
+    )
+
+
+def test_shared_length_share_crossings_and_co_occurrence() -> None:
+    crossings = gpd.GeoDataFrame(
+        {"crossing_id": [10, 11]}, geometry=[shapely.Point(-74.2, 0.0), shapely.Point(-74.8, 0.0)], crs=4326
+    )
+    events = pd.DataFrame(
+        {
+            "route_id": [7, 7, 7],
+            "lon": [-74.3, -74.3, -74.9],
+            "lat": [0.0, 0.0, 0.0],
+            "occurred_at": pd.to_datetime(["2024-03-01", "2023-03-01", "2024-03-01"]),
+        }
+    )
+    overlap = route_corridor_overlap(
+        _routes(), _corridors().iloc[:1], buffer_m=5_000.0, crossings=crossings, events=events
+    )
+    assert len(overlap) == 1
+    row = overlap.iloc[0]
+    offset_km = GEOD.inv(-74.5, 0.0, -74.5, 0.02)[2] / 1000.0
+    # half the route plus the round end of the 5 km buffer where it cuts the route
+    expected_km = DEG_KM / 2 + np.sqrt(5.0**2 - offset_km**2)
+    assert row["shared_km"] == pytest.approx(expected_km, rel=0.01)
+    assert row["route_km"] == pytest.approx(DEG_KM, rel=0.005)
+    assert row["share"] == pytest.approx(expected_km / DEG_KM, rel=0.01)
+    assert row["shared_crossings"] == 1  # -74.8 is on the route but outside the corridor's reach
+    assert row["events_shared"] == 1 and row["co_occurrence"] == pytest.approx(1 / 3)  # one out of period
+    expected_score = 0.4 * row["share"] + 0.3 * min(row["shared_km"] / 100, 1) + 0.2 * 0.5 + 0.1 / 3
+    assert row["score"] == pytest.approx(expected_score)
+
+
+def test_far_corridors_do_not_overlap() -> None:
+    assert route_corridor_overlap(_routes(), _corridors().iloc[2:], buffer_m=5_000.0).empty
+
+
+def test_convergence_zone_of_two_kinds_near_a_crossing_ranks_by_the_documented_score() -> None:
+    crossing = gpd.GeoDataFrame({"crossing_id": [1]}, geometry=[shapely.Point(-74.3, 0.0)], crs=4326)
+    zones = convergence_zones(_routes(), _corridors(), distance_m=25_000.0, crossings=crossing)
+    assert len(zones) == 1
+    zone = zones.iloc[0]
+    assert zone["kinds"] == "drug,fuel" and zone["kind_count"] == 2
+    # two of three kinds: 0.5 * 1/2; the crossing on the stretch: 0.3; a new route: 0.2
+    assert zone["score"] == pytest.approx(0.25 + 0.3 + 0.2, abs=1e-3)
+    assert zone.geometry.contains(shapely.Point(-74.3, 0.0))
+    # one kind alone makes no zone
+    assert convergence_zones(_routes(), _corridors().iloc[[0, 2]], distance_m=25_000.0).empty
