@@ -24,11 +24,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import rasterio
+import shapely
 from branca.element import Element, Figure, MacroElement
 from jinja2 import Template
 from matplotlib import colormaps
 from PIL import Image
 from pyproj import Transformer
+from rasterio import features
+from rasterio.transform import from_bounds
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from maps.risk import BAND_RISK
@@ -186,20 +189,36 @@ def _mercator_y(lat: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def _heat_image(
     cells: pd.DataFrame, bounds: tuple[float, float, float, float], size_px: int
 ) -> npt.NDArray[np.float64]:
-    """Counts per cell drawn on an image of the extent ``bounds`` (degrees) with rows evenly spaced
-    in Web Mercator, as Leaflet stretches an image overlay."""
+    """Counts per km² of each cell, painted over the cell's whole square, on an image of the extent
+    ``bounds`` (degrees) with rows evenly spaced in Web Mercator, as Leaflet stretches an overlay."""
     west, south, east, north = bounds
     y_south, y_north = _mercator_y(np.array([south, north]))
     width = size_px
     height = max(int(size_px * (y_north - y_south) / max(np.radians(east - west), 1e-9)), 1)
-    image = np.zeros((height, width))
     if cells.empty:
-        return image
-    cols = np.clip(((cells["lon"].to_numpy(float) - west) / (east - west) * width).astype(int), 0, width - 1)
-    y = _mercator_y(cells["lat"].to_numpy(float))
-    rows = np.clip(((y_north - y) / (y_north - y_south) * height).astype(int), 0, height - 1)
-    np.add.at(image, (rows, cols), cells["n"].to_numpy(float))
-    return image
+        return np.zeros((height, width))
+    # x in radians of longitude and y in Mercator units share one scale, so boxes stay square
+    boxes = shapely.box(
+        np.radians(cells["west"].to_numpy(float)),
+        _mercator_y(cells["south"].to_numpy(float)),
+        np.radians(cells["east"].to_numpy(float)),
+        _mercator_y(cells["north"].to_numpy(float)),
+    )
+    transform = from_bounds(np.radians(west), y_south, np.radians(east), y_north, width, height)
+    area = shapely.area(boxes)
+    density = cells["n"].to_numpy(float) / np.where(area > 0, area, 1.0)
+    return np.asarray(
+        features.rasterize(
+            list(zip(boxes, density, strict=True)),
+            out_shape=(height, width),
+            transform=transform,
+            fill=0.0,
+            all_touched=True,
+            merge_alg=features.MergeAlg.add,
+            dtype="float64",
+        ),
+        dtype=np.float64,
+    )
 
 
 class _Legend(MacroElement):  # type: ignore[misc]

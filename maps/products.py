@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -24,7 +25,8 @@ from maps.folium_map import build_map, save_map
 from maps.privacy import cells_as_events, event_cells, sliced_event_cells
 from maps.risk import RiskInputs, RiskParams, RiskReport, write_risk_surface
 from maps.static import render_png
-from routes.export import ExportRequest, Product, register_product
+from routes.export import ExportRequest, Product, register_product, vector_product
+from routes.overlap import convergence_zones, route_corridor_overlap
 from routes.pipeline import read_routes
 
 #: Credit lines always shown (record data and the software's own layers).
@@ -41,6 +43,10 @@ class ProductParams:
     language: str = "es"
     title: str = "Rutas: riesgo en rutas migratorias"
     risk: RiskParams = field(default_factory=RiskParams)
+    #: Distance (m) within which a route and corridors of two kinds or more make a convergence zone.
+    convergence_m: float = 25_000.0
+    #: Buffer (m) of a corridor within which a route's length counts as shared.
+    overlap_buffer_m: float = 5_000.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class MapLayers:
     monthly_cells: pd.DataFrame
     routes: gpd.GeoDataFrame
     corridors: gpd.GeoDataFrame
+    zones: gpd.GeoDataFrame
     crossings: gpd.GeoDataFrame
     borders: gpd.GeoDataFrame
     attribution: tuple[str, ...]
@@ -123,6 +130,7 @@ def read_layers(
         monthly_cells=monthly,
         routes=routes,
         corridors=corridors,
+        zones=convergence_zones(routes, corridors, distance_m=params.convergence_m, crossings=crossings),
         crossings=crossings,
         borders=borders,
         attribution=attribution,
@@ -161,6 +169,7 @@ def make_products(
         monthly_cells=layers.monthly_cells,
         routes=layers.routes,
         corridors=layers.corridors,
+        zones=layers.zones,
         crossings=layers.crossings,
         borders=layers.borders,
         risk_path=tif,
@@ -202,6 +211,32 @@ def export_risk(engine: Engine, request: ExportRequest) -> int:
     return len(report.bands)
 
 
+def corridors_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataFrame:
+    """``rutas export corridors``: each corridor the scope may see with its overlap with each route.
+
+    One row per (corridor, route) pair that shares length (and one per corridor sharing none),
+    figures of :func:`routes.overlap.route_corridor_overlap`, geometry of the corridor, EPSG:4326.
+    """
+    params = ProductParams()
+    corridors = read_stored_corridors(engine, request.scope)
+    corridors["corridor_id"] = np.arange(1, len(corridors) + 1)
+    routes = read_routes(engine, list(request.run_ids) if request.run_ids else None, request.scope)
+    if not routes.empty:
+        routes["route_id"] = routes["id"]
+    crossings = _read_frame(engine, "SELECT id AS crossing_id, geom FROM crossings")
+    overlap = route_corridor_overlap(routes, corridors, buffer_m=params.overlap_buffer_m, crossings=crossings)
+    merged = corridors.merge(overlap.drop(columns=["kind"]), on="corridor_id", how="left")
+    merged["illustrative"] = merged["illustrative"].astype(bool)
+    return gpd.GeoDataFrame(merged, geometry="geometry", crs="EPSG:4326")
+
+
+register_product(
+    vector_product(
+        "corridors",
+        corridors_for_export,
+        "corridors the caller may see, with shared km, share, crossings and score per route",
+    )
+)
 register_product(
     Product(
         name="risk",

@@ -319,6 +319,8 @@ def write_risk_surface(
         "compress": "zstd",
         "zstd_level": 1,
         "num_threads": "ALL_CPUS",
+        # one band at a time is written and read: band-interleaved blocks never touch each other
+        "interleave": "band",
         "BIGTIFF": "IF_SAFER",
     }
     sums = np.zeros(len(BAND_NAMES) - 1)

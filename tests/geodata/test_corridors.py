@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from geodata.corridors import load_corridors, read_corridors, read_stored_corridors
@@ -58,6 +59,15 @@ def test_bad_features_are_reported_by_row_and_the_rest_kept(tmp_path: Path) -> N
         read_corridors(path, kind="cocaine", owner_country="COL")
 
 
+@pytest.fixture()
+def no_corridors(engine: Engine) -> None:
+    """No corridor layer in the store (other tests of the run may have loaded some)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM corridors"))
+        conn.execute(sa.text("DELETE FROM reference_layers WHERE kind = 'corridors'"))
+
+
+@pytest.mark.usefixtures("no_corridors")
 def test_corridors_stored_per_owner_and_hidden_from_other_offices(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ from maps.folium_map import build_map, save_map
 from maps.privacy import event_cells, monthly_event_cells
 from maps.products import ProductParams, make_products
 from maps.risk import BAND_NAMES, RiskParams
+from routes.export import ExportRequest, export
 from tests.factories import make_events
 
 #: Victims' places: distinctive coordinates that must never appear in another country's map.
@@ -211,3 +212,31 @@ def test_an_offices_corridors_reach_only_maps_its_scope_may_see(
     with rasterio.open(own.tif) as col_tif, rasterio.open(other.tif) as per_tif:
         band = BAND_NAMES.index("corridor_convergence") + 1
         assert col_tif.read(band).max() > per_tif.read(band).max()
+
+
+def test_corridors_export_follows_the_readers_scope(
+    store: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "own.geojson"
+    path.write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"name": "solo-COL"}, '
+        '"geometry": {"type": "LineString", "coordinates": [[-74.3, 4.4], [-75.8, 6.4]]}}]}',
+        encoding="utf-8",
+    )
+    load_corridors(store, path, settings=settings, kind="fuel", country="COL")
+    own = export(
+        store,
+        "corridors",
+        ExportRequest(
+            format="geojson", out=tmp_path / "col.geojson", scope=Scope(role="prosecutor", country="COL")
+        ),
+    )
+    other = export(
+        store,
+        "corridors",
+        ExportRequest(
+            format="geojson", out=tmp_path / "ecu.geojson", scope=Scope(role="prosecutor", country="ECU")
+        ),
+    )
+    names = set(gpd.read_file(own.path)["name"])
+    assert "solo-COL" in names and other.features == 0
