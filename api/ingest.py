@@ -24,6 +24,7 @@ from api.deps import PrincipalDep, StateDep
 from geodata.db import scoped
 from geodata.errors import InputError, RutasError
 from geodata.ingest import BatchReport, ingest_features, ingest_file
+from routes.alerts import on_loaded as alert_hook
 
 router = APIRouter()
 
@@ -71,7 +72,8 @@ def create_events(state: StateDep, principal: PrincipalDep,
     if body.get("type") == "Feature":
         body = {"type": "FeatureCollection", "features": [body]}
     report = ingest_features(state.engine, body, settings=state.settings, name="request body", kind=kind,
-                             owner_country=owner, source=source, strict=strict, loaded_by=principal.subject)
+                             owner_country=owner, source=source, strict=strict, loaded_by=principal.subject,
+                             on_loaded=alert_hook)
     return _answer(state, principal, report, "create")
 
 
@@ -108,7 +110,7 @@ def upload(state: StateDep, principal: PrincipalDep, file: Annotated[UploadFile,
                 handle.write(chunk)
         report = ingest_file(state.engine, path, settings=state.settings, kind=kind, owner_country=owner,
                              source=source, strict=strict, fix_coordinates=fix_coordinates,
-                             loaded_by=principal.subject, display_name=name)
+                             loaded_by=principal.subject, display_name=name, on_loaded=alert_hook)
     return _answer(state, principal, report, "upload")
 
 

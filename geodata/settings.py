@@ -79,6 +79,14 @@ class Settings(BaseSettings):
 
     # alerts
     webhook_allowed_hosts: str = ""
+    # seconds: first retry delay (doubled per try, with jitter), longest delay, give-up window
+    webhook_retry_base_s: float = 5.0
+    webhook_retry_max_s: float = 6 * 3600.0
+    webhook_retry_window_s: float = 3 * 24 * 3600.0
+    webhook_timeout_s: float = 10.0
+    # seconds the delivery worker waits for new alerts between polls of the outbox
+    alerts_poll_s: float = 1.0
+    alerts_worker_batch: int = 50
 
     # API service (issue 6)
     api_host: str = "127.0.0.1"
@@ -95,6 +103,8 @@ class Settings(BaseSettings):
     api_rate_per_minute: int = 6_000
     api_pool_size: int = 10
     tiles_detail_min_zoom: int = 8
+    #: Risk GeoTIFF the API's GET /risk reads (default: the demo's state_dir/products/rutas_risk.tif).
+    api_risk_path: Path | None = None
 
     @property
     def embedded(self) -> bool:

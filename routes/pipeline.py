@@ -35,6 +35,7 @@ from geodata.network import read_edges
 from geodata.reference import active_layers, read_layer
 from geodata.settings import CHECKOUT_DIR, Settings
 from geodata.tables import CRIME_TYPES, EVENT_KINDS
+from routes.alerts import raise_run_alerts
 from routes.analysis import AnalysisParams, analyse
 from routes.cube import CubeFilter
 from routes.segments import cut_segments
@@ -461,6 +462,8 @@ def run_pipeline(
                 settings.border_near_km,
             )
         )
+    # run triggers of the alert subscriptions (new, intensifying, converging routes)
+    raise_run_alerts(engine, [s.run_id for s in summaries])
     return summaries
 
 

@@ -14,6 +14,7 @@ from geodata import db
 from geodata.errors import RutasError
 from geodata.ingest import BatchReport, ingest_file
 from geodata.settings import Settings, get_settings
+from routes.alerts import on_loaded as alert_hook
 from scripts.console import console, out, print_json, progress, show_error
 
 IOM_FILE = Path("iom_missing_migrants") / "missing_migrants_americas_NO_ROUTE_LABEL.csv"
@@ -76,6 +77,7 @@ def _ingest(
                     engine, path, settings=settings, kind=kind,
                     owner_country=country.upper() if country else None, source=source, mapping=mapping,
                     strict=strict, fix_coordinates=fix_coordinates, loaded_by="cli", progress=advance,
+                    on_loaded=alert_hook,
                 )
         except RutasError as error:
             failed = True
@@ -111,7 +113,8 @@ def demo_stage(settings: Settings) -> None:
     db.upgrade(settings)
     engine = db.get_engine(settings)
     report = ingest_file(engine, settings.data_dir / IOM_FILE, settings=settings, kind="incident",
-                         owner_country=None, source=IOM_SOURCE, fix_coordinates=True, loaded_by="demo")
+                         owner_country=None, source=IOM_SOURCE, fix_coordinates=True, loaded_by="demo",
+                         on_loaded=alert_hook)
     show_report(report)
     reasons = Counter(p.code for p in report.errors)
     table = Table("motivo / reason", "filas / rows", title="Rechazos por motivo / rejections by reason")

@@ -1,0 +1,339 @@
+"""Alert rules: subscriptions with fences, and the triggers that raise alerts into the outbox.
+
+Fences are stored as EPSG:4326 multipolygons in ``subscriptions.fence`` (GiST-indexed). A fence
+given by reference (a border segment or a crossing plus a radius, a corridor plus a buffer) is
+turned into a polygon once, at subscription time, by buffering the reference geometry by the
+radius in metres on the geography (geodesic, valid across the region).
+
+Event triggers (``event_in_fence``) run inside the ingest batch's transaction
+(:func:`raise_event_alerts`, the ``on_loaded`` hook): one set-based statement joins the batch's new
+events to the fences, inserts one alert per (subscription, event) and its outbox row, so an alert
+exists exactly when its events are committed. Run triggers (``route_new``, ``route_intensifying``,
+``route_convergence``) run after ``rutas run`` (:func:`raise_run_alerts`). Alerts are unique per
+(subscription, trigger, object key): re-running or re-loading never raises one twice.
+
+Privacy: an alert about a record of the subscription's own country, or of a country that shares
+records in detail with it (never victim identifications), carries the record; otherwise only its
+kind, crime type, owner country and month, as the API would show to that country.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from geodata.db import SYSTEM, Scope, scoped
+from geodata.errors import InputError
+
+TRIGGERS = ("event_in_fence", "route_new", "route_intensifying", "route_convergence")
+EVENT_KINDS = ("incident", "interception", "victim_identification")
+CRIME_TYPES = ("trafficking", "smuggling", "both", "unknown")
+#: Corridor kinds a route may converge with, and how close (metres) its path must run to one.
+CONVERGENCE_KINDS = ("drug", "fuel")
+CONVERGENCE_M = 1_000.0
+MAX_RADIUS_M = 200_000.0
+NOTIFY_CHANNEL = "rutas_alerts"
+INTENSIFYING = "intensifying_hot"
+#: PostgreSQL NOTIFY payloads are small: the worker reads the outbox itself.
+_NOTIFY = sa.text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a caller asks to be told about (fence in EPSG:4326 GeoJSON, or a reference)."""
+
+    name: str
+    triggers: tuple[str, ...]
+    fence: dict[str, Any] | None = None
+    border_segment_id: int | None = None
+    crossing_id: int | None = None
+    corridor_id: int | None = None
+    radius_m: float = 0.0
+    kinds: tuple[str, ...] = ()
+    crime_types: tuple[str, ...] = ()
+    min_persons: int | None = None
+    webhook_url: str | None = None
+    sse: bool = True
+
+    def check(self) -> None:
+        """Refuse unknown triggers or filters, a missing or double fence, radii out of range."""
+        def bad(field: str, value: object, why: str, why_es: str) -> InputError:
+            return InputError(f"{field}={value!r}: {why}", f"{field}={value!r}: {why_es}", code="invalid")
+
+        if not self.name.strip() or len(self.name) > 200:
+            raise bad("name", self.name, "give a name of 1 to 200 characters.",
+                      "indique un nombre de 1 a 200 caracteres.")
+        if not self.triggers or any(t not in TRIGGERS for t in self.triggers):
+            raise bad("triggers", list(self.triggers), f"use one or more of {', '.join(TRIGGERS)}.",
+                      f"use uno o varios de {', '.join(TRIGGERS)}.")
+        for field, values, allowed in (("kinds", self.kinds, EVENT_KINDS),
+                                       ("crime_types", self.crime_types, CRIME_TYPES)):
+            if any(v not in allowed for v in values):
+                raise bad(field, list(values), f"use values among {', '.join(allowed)}.",
+                          f"use valores entre {', '.join(allowed)}.")
+        if self.min_persons is not None and not 0 <= self.min_persons <= 100_000:
+            raise bad("min_persons", self.min_persons, "use a whole number from 0 to 100000.",
+                      "use un número entero de 0 a 100000.")
+        given = [n for n, v in (("fence", self.fence), ("border_segment_id", self.border_segment_id),
+                                ("crossing_id", self.crossing_id), ("corridor_id", self.corridor_id))
+                 if v is not None]
+        if len(given) != 1:
+            raise bad("fence", given, "give exactly one of fence (GeoJSON polygon), border_segment_id, "
+                      "crossing_id or corridor_id.", "indique exactamente uno de fence (polígono GeoJSON), "
+                      "border_segment_id, crossing_id o corridor_id.")
+        if not 0 <= self.radius_m <= MAX_RADIUS_M or (self.fence is None and self.radius_m <= 0
+                                                     and self.corridor_id is None):
+            raise bad("radius_m", self.radius_m, f"use metres above 0 and at most {MAX_RADIUS_M:.0f} "
+                      "around a border segment or crossing.",
+                      f"use metros por encima de 0 y como máximo {MAX_RADIUS_M:.0f} alrededor de un "
+                      "tramo de frontera o paso.")
+        if self.webhook_url is None and not self.sse:
+            raise bad("webhook_url", None, "give a webhook URL or keep the SSE stream on.",
+                      "indique una URL de webhook o mantenga el flujo SSE.")
+
+    def filters(self) -> dict[str, Any]:
+        """The filters as stored (JSON): only those given."""
+        out: dict[str, Any] = {}
+        if self.kinds:
+            out["kinds"] = list(self.kinds)
+        if self.crime_types:
+            out["crime_types"] = list(self.crime_types)
+        if self.min_persons is not None:
+            out["min_persons"] = self.min_persons
+        return out
+
+
+_REFERENCES = {
+    "border_segment_id": "SELECT geom FROM border_segments WHERE id = :id",
+    "crossing_id": "SELECT geom FROM crossings WHERE id = :id",
+    "corridor_id": "SELECT geom FROM corridors WHERE id = :id",
+}
+
+
+def _fence_sql(sub: Subscription) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """SQL giving the fence (MultiPolygon, EPSG:4326), its parameters and the stored reference."""
+    polygon = ("ST_Multi(ST_CollectionExtract(ST_MakeValid({g}), 3))")
+    buffered = "ST_Buffer(CAST({g} AS geography), :radius)::geometry"
+    if sub.fence is not None:
+        g = "ST_SetSRID(ST_GeomFromGeoJSON(:fence), 4326)"
+        if sub.radius_m > 0:
+            g = buffered.format(g=g)
+        return "SELECT " + polygon.format(g=g), {"fence": json.dumps(sub.fence), "radius": sub.radius_m}, {}
+    for name, sql in _REFERENCES.items():
+        ref = getattr(sub, name)
+        if ref is not None:
+            g = "ref.geom" if sub.radius_m <= 0 else buffered.format(g="ref.geom")
+            return (f"SELECT {polygon.format(g=g)} FROM ({sql}) AS ref",
+                    {"id": int(ref), "radius": sub.radius_m}, {name: int(ref), "radius_m": sub.radius_m})
+    raise AssertionError("checked by Subscription.check")
+
+
+def create_subscription(engine: Engine, sub: Subscription, *, scope: Scope, owner: str, secret: str) -> int:
+    """Store a subscription for ``owner`` (of ``scope``'s country and role) and return its id.
+
+    The fence is resolved under the caller's scope (a corridor the caller may not see does not
+    exist for it), then the row is written by the service.
+
+    Raises
+    ------
+    InputError
+        The fence is not a valid polygon, or the referenced segment, crossing or corridor does
+        not exist for the caller.
+    """
+    sub.check()
+    sql, params, ref = _fence_sql(sub)
+    try:
+        with scoped(engine, scope) as conn:
+            fence = conn.execute(sa.text(f"SELECT ST_AsEWKB(f) FROM ({sql}) AS q(f) WHERE NOT ST_IsEmpty(f)"),
+                                 params).scalar_one_or_none()
+    except sa.exc.DBAPIError:
+        raise InputError("fence: it is not a valid GeoJSON geometry in EPSG:4326 (lon, lat).",
+                         "fence: no es una geometría GeoJSON válida en EPSG:4326 (lon, lat).",
+                         code="invalid") from None
+    if fence is None:
+        what = next(iter(ref), "fence")
+        raise InputError(
+            f"{what}: nothing to fence: the polygon is empty, or the {what} does not exist in your scope "
+            "(give a radius_m for points and lines).",
+            f"{what}: no hay nada que cercar: el polígono está vacío, o el {what} no existe en su alcance "
+            "(indique radius_m para puntos y líneas).", code="invalid")
+    with scoped(engine, SYSTEM) as conn:
+        return int(conn.execute(sa.text(
+            "INSERT INTO subscriptions (name, owner, country, role, fence, fence_ref, triggers, filters, "
+            "webhook_url, secret, sse) VALUES (:name, :owner, :country, :role, ST_GeomFromEWKB(:fence), "
+            "CAST(:ref AS jsonb), :triggers, CAST(:filters AS jsonb), :url, :secret, :sse) RETURNING id"),
+            {"name": sub.name.strip(), "owner": owner, "country": scope.country, "role": scope.role,
+             "fence": bytes(fence), "ref": json.dumps(ref), "triggers": list(dict.fromkeys(sub.triggers)),
+             "filters": json.dumps(sub.filters()), "url": sub.webhook_url, "secret": secret,
+             "sse": sub.sse}).scalar_one())
+
+
+# Whether subscription s may see event e in detail (same rule as the API's row-level security).
+_DETAIL = (
+    "(s.role = 'admin' OR e.owner_country = s.country OR (e.kind <> 'victim_identification' AND EXISTS ("
+    "SELECT 1 FROM sharing_agreements g WHERE g.owner_country = e.owner_country "
+    "AND g.partner_country = s.country AND g.level = 'detail')))"
+)
+_PERSONS = ("(coalesce(e.dead, 0) + coalesce(e.missing, 0) + coalesce(e.survivors, 0) "
+            "+ coalesce(e.victims, 0))")
+_EVENT_PAYLOAD = f"""
+jsonb_build_object(
+    'type', 'alert.event_in_fence', 'subscription_id', s.id, 'subscription', s.name,
+    'trigger', 'event_in_fence', 'batch_id', e.batch_id,
+    'event', CASE WHEN {_DETAIL} THEN jsonb_build_object(
+        'id', e.id, 'kind', e.kind, 'crime_type', e.crime_type, 'owner_country', e.owner_country,
+        'occurred_at', e.occurred_at,
+        'date_precision', e.date_precision, 'lon', ST_X(e.geom), 'lat', ST_Y(e.geom),
+        'coord_precision_m', e.coord_precision_m, 'persons', {_PERSONS},
+        'dead', e.dead, 'missing', e.missing, 'survivors', e.survivors, 'source', e.source)
+    ELSE jsonb_build_object(
+        'kind', e.kind, 'crime_type', e.crime_type, 'owner_country', e.owner_country,
+        'month', to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'),
+        'detail', 'withheld: the owner country does not share records in detail with yours') END)
+"""
+_FILTERS = f"""
+    s.status = 'enabled'
+    AND (NOT (s.filters ? 'kinds') OR s.filters->'kinds' @> to_jsonb(e.kind))
+    AND (NOT (s.filters ? 'crime_types') OR s.filters->'crime_types' @> to_jsonb(e.crime_type))
+    AND (NOT (s.filters ? 'min_persons') OR {_PERSONS} >= CAST(s.filters->>'min_persons' AS integer))
+"""
+_OUTBOX = """
+, outbox AS (
+    INSERT INTO deliveries (alert_id, subscription_id)
+    SELECT ins.id, ins.subscription_id FROM ins JOIN subscriptions s ON s.id = ins.subscription_id
+    WHERE s.webhook_url IS NOT NULL
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM outbox)
+"""
+_EVENT_ALERTS = f"""
+WITH ins AS (
+    INSERT INTO alerts (subscription_id, trigger, object_key, payload)
+    SELECT s.id, 'event_in_fence', 'event:' || e.id, {_EVENT_PAYLOAD}
+    FROM events e JOIN subscriptions s ON ST_Intersects(s.fence, e.geom)
+    WHERE {{where}} AND 'event_in_fence' = ANY (s.triggers) AND {_FILTERS}
+    ON CONFLICT ON CONSTRAINT alerts_dedupe DO NOTHING
+    RETURNING id, subscription_id
+){_OUTBOX}"""
+EVENT_ALERTS_SQL = sa.text(_EVENT_ALERTS.format(where="e.batch_id = :batch"))
+#: The same rule over every stored event, for one subscription (the demo's backfill).
+BACKFILL_SQL = sa.text(_EVENT_ALERTS.format(where="s.id = :sub"))
+
+
+@dataclass(frozen=True)
+class Raised:
+    """How many alerts a trigger evaluation raised, and how many webhook deliveries it queued."""
+
+    alerts: int
+    deliveries: int
+
+
+def raise_event_alerts(conn: Connection, batch_id: int) -> Raised:
+    """Raise ``event_in_fence`` alerts for the new events of one batch, in the caller's transaction.
+
+    The ``on_loaded(conn, batch_id)`` hook of ingest: the alerts and their outbox rows commit or
+    roll back with the events, and the delivery worker is woken when they commit.
+    """
+    alerts, deliveries = conn.execute(EVENT_ALERTS_SQL, {"batch": int(batch_id)}).one()
+    if alerts:
+        conn.execute(_NOTIFY)
+    return Raised(int(alerts), int(deliveries))
+
+
+def backfill_event_alerts(engine: Engine, subscription_id: int) -> Raised:
+    """Raise ``event_in_fence`` alerts of one subscription for the events already stored.
+
+    Subscriptions see new records only; this is for showing what a fence would have caught.
+    """
+    with scoped(engine, SYSTEM) as conn:
+        alerts, deliveries = conn.execute(BACKFILL_SQL, {"sub": int(subscription_id)}).one()
+        if alerts:
+            conn.execute(_NOTIFY)
+    return Raised(int(alerts), int(deliveries))
+
+
+def on_loaded(conn: Connection, batch_id: int) -> None:
+    """The ingest hook (``on_loaded=``): raise the batch's event alerts."""
+    raise_event_alerts(conn, batch_id)
+
+
+_ROUTE_PAYLOAD = """
+jsonb_build_object(
+    'type', 'alert.' || t.trigger, 'subscription_id', s.id, 'subscription', s.name, 'trigger', t.trigger,
+    'run_id', r.run_id,
+    'route', jsonb_build_object(
+        'id', r.id, 'route_key', r.route_key, 'category', r.category, 'previous_category', t.previous,
+        'trend', r.trend, 'seen_before', r.seen_before, 'crime_types', to_jsonb(r.crime_types),
+        'event_count', r.event_count, 'length_m', r.length_m, 'countries', to_jsonb(r.countries),
+        'first_event', r.first_event, 'last_event', r.last_event,
+        'geometry', CAST(ST_AsGeoJSON(r.geom, 6) AS jsonb)),
+    'corridor', t.corridor)
+"""
+RUN_ALERTS_SQL = sa.text(f"""
+WITH r AS (
+    SELECT r.*, (SELECT p.category FROM routes p JOIN analysis_runs a ON a.id = p.run_id
+                 WHERE p.route_key = r.route_key AND p.run_id < r.run_id AND a.status = 'succeeded'
+                 ORDER BY p.run_id DESC LIMIT 1) AS previous
+    FROM routes r WHERE r.run_id = ANY (CAST(:runs AS bigint[]))
+), t AS (
+    SELECT s.id AS sid, r.id AS rid, 'route_new' AS trigger, 'route:' || r.route_key AS object_key,
+           r.previous, CAST(NULL AS jsonb) AS corridor
+    FROM r JOIN subscriptions s ON ST_Intersects(s.fence, r.geom)
+    WHERE NOT r.seen_before AND 'route_new' = ANY (s.triggers)
+    UNION ALL
+    SELECT s.id, r.id, 'route_intensifying', 'route:' || r.route_key || ':intensifying:' || r.run_id,
+           r.previous, NULL
+    FROM r JOIN subscriptions s ON ST_Intersects(s.fence, r.geom)
+    WHERE r.category = '{INTENSIFYING}' AND r.previous IS DISTINCT FROM '{INTENSIFYING}'
+      AND 'route_intensifying' = ANY (s.triggers)
+    UNION ALL
+    SELECT s.id, r.id, 'route_convergence', 'route:' || r.route_key || ':corridor:' || c.id,
+           r.previous, jsonb_build_object('id', c.id, 'kind', c.kind, 'name', c.name,
+                                          'owner_country', c.owner_country)
+    FROM r JOIN subscriptions s ON ST_Intersects(s.fence, r.geom)
+    JOIN corridors c ON c.kind IN ('drug', 'fuel') AND ST_Intersects(s.fence, c.geom)
+         AND ST_DWithin(CAST(r.geom AS geography), CAST(c.geom AS geography), {CONVERGENCE_M})
+    WHERE 'route_convergence' = ANY (s.triggers)
+      AND (s.role = 'admin' OR c.owner_country = s.country OR EXISTS (
+           SELECT 1 FROM sharing_agreements g WHERE g.owner_country = c.owner_country
+           AND g.partner_country = s.country AND g.level = 'detail'))
+), ins AS (
+    INSERT INTO alerts (subscription_id, trigger, object_key, run_id, payload)
+    SELECT s.id, t.trigger, t.object_key, r.run_id, {_ROUTE_PAYLOAD}
+    FROM t JOIN subscriptions s ON s.id = t.sid JOIN r ON r.id = t.rid
+    WHERE s.status = 'enabled'
+      AND (NOT (s.filters ? 'crime_types') OR EXISTS (
+           SELECT 1 FROM unnest(r.crime_types) AS ct WHERE s.filters->'crime_types' @> to_jsonb(ct)))
+    ON CONFLICT ON CONSTRAINT alerts_dedupe DO NOTHING
+    RETURNING id, subscription_id
+){_OUTBOX}""")
+
+
+def raise_run_alerts(engine: Engine, run_ids: list[int]) -> Raised:
+    """Raise ``route_new``, ``route_intensifying`` and ``route_convergence`` alerts for stored runs.
+
+    A route is new once (its route key), intensifying once per change into the
+    ``intensifying_hot`` category (compared with the route's category in its previous run), and
+    converging once per corridor (drug or fuel, within 1 km of the route, inside the fence).
+    """
+    if not run_ids:
+        return Raised(0, 0)
+    with scoped(engine, SYSTEM) as conn:
+        alerts, deliveries = conn.execute(RUN_ALERTS_SQL, {"runs": [int(r) for r in run_ids]}).one()
+        if alerts:
+            conn.execute(_NOTIFY)
+    return Raised(int(alerts), int(deliveries))
+
+
+def read_alerts(conn: Connection, after_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    """Alerts after ``after_id`` of the subscriptions the connection's scope sees, with SSE on."""
+    rows = conn.execute(sa.text(
+        "SELECT a.id, a.subscription_id, a.trigger, a.payload, a.created_at FROM alerts a "
+        "JOIN subscriptions s ON s.id = a.subscription_id "
+        "WHERE a.id > :after AND s.sse ORDER BY a.id LIMIT :n"), {"after": after_id, "n": limit}).mappings()
+    return [{"id": r["id"], "subscription_id": r["subscription_id"], "trigger": r["trigger"],
+             "created_at": r["created_at"].isoformat(), "data": r["payload"]} for r in rows]

@@ -1,0 +1,168 @@
+"""Alert detection against the real PostGIS: fences, filters, privacy, dedupe, run triggers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from geodata.db import Scope
+from geodata.errors import InputError
+from geodata.ingest import ingest_features
+from geodata.settings import Settings
+from routes.alerts import Subscription, create_subscription, on_loaded, raise_event_alerts, raise_run_alerts
+
+# Tapachula, Mexico (lon, lat, EPSG:4326) and a point 40 km east of it, inside Mexico.
+TAPACHULA = (-92.2630, 14.9054)
+EAST = (-91.90, 14.95)
+BORDER = Scope(role="border_authority", country="MEX", user="tests")
+
+
+def box(lon: float, lat: float, half_deg: float) -> dict[str, Any]:
+    """A square GeoJSON polygon of side 2 x half_deg degrees centred on (lon, lat)."""
+    x0, y0, x1, y1 = lon - half_deg, lat - half_deg, lon + half_deg, lat + half_deg
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+
+
+def subscribe(engine: Engine, fence: dict[str, Any], *, scope: Scope = BORDER, **kw: Any) -> int:
+    sub = Subscription(name=f"test {uuid.uuid4().hex[:6]}", triggers=kw.pop("triggers", ("event_in_fence",)),
+                       fence=fence, **kw)
+    return create_subscription(engine, sub, scope=scope, owner="tests", secret="whsec_dGVzdA==")
+
+
+def load(engine: Engine, settings: Settings, points: list[tuple[float, float]], *, owner: str = "MEX",
+         kind: str = "incident", dead: int | None = None) -> int:
+    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": list(p)},
+                 "properties": {"date": "2024-05-02", "crime_type": "tráfico de migrantes",
+                                **({"dead": dead} if dead is not None else {})}} for p in points]
+    report = ingest_features(engine, {"type": "FeatureCollection", "features": features}, settings=settings,
+                             name="test", kind=kind, owner_country=owner, source=uuid.uuid4().hex,
+                             on_loaded=on_loaded)
+    assert report.accepted == len(points), report.errors
+    assert report.batch_id is not None
+    return report.batch_id
+
+
+def alerts_of(engine: Engine, sub_id: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.text(
+            "SELECT a.trigger, a.object_key, a.payload, (SELECT count(*) FROM deliveries d "
+            "WHERE d.alert_id = a.id) AS queued FROM alerts a WHERE a.subscription_id = :s ORDER BY a.id"),
+            {"s": sub_id}).mappings()]
+
+
+def test_event_in_two_fences_gives_two_alerts_and_outside_none(engine: Engine, settings: Settings) -> None:
+    big = subscribe(engine, box(*TAPACHULA, 0.2), webhook_url="http://127.0.0.1:9/hook")
+    small = subscribe(engine, box(*TAPACHULA, 0.05))
+    far = subscribe(engine, box(-99.13, 19.43, 0.2))  # Mexico City
+    batch = load(engine, settings, [TAPACHULA, EAST])
+    assert [a["payload"]["event"]["lon"] for a in alerts_of(engine, big)] == [pytest.approx(TAPACHULA[0])]
+    assert len(alerts_of(engine, small)) == 1 and alerts_of(engine, far) == []
+    # the webhook subscription queued its delivery in the same transaction; the SSE-only one did not
+    assert alerts_of(engine, big)[0]["queued"] == 1 and alerts_of(engine, small)[0]["queued"] == 0
+    with engine.begin() as conn:  # the same batch evaluated again raises nothing new
+        assert raise_event_alerts(conn, batch).alerts == 0
+
+
+def test_filters_kind_crime_type_and_persons(engine: Engine, settings: Settings) -> None:
+    place = (-92.10, 15.05)
+    persons = subscribe(engine, box(*place, 0.01), min_persons=3)
+    kinds = subscribe(engine, box(*place, 0.01), kinds=("interception",))
+    crimes = subscribe(engine, box(*place, 0.01), crime_types=("trafficking",))
+    load(engine, settings, [place], dead=2)
+    load(engine, settings, [place], dead=5)
+    load(engine, settings, [place], kind="interception")
+    assert [a["payload"]["event"]["persons"] for a in alerts_of(engine, persons)] == [5]
+    assert [a["payload"]["event"]["kind"] for a in alerts_of(engine, kinds)] == ["interception"]
+    assert alerts_of(engine, crimes) == []
+
+
+def test_alerts_about_other_countries_carry_only_what_is_shared(engine: Engine, settings: Settings) -> None:
+    place = (-92.15, 14.80)
+    guatemala = Scope(role="border_authority", country="GTM", user="tests")
+    sub = subscribe(engine, box(*place, 0.01), scope=guatemala)
+    load(engine, settings, [place])  # Mexican record, no agreement with Guatemala
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO sharing_agreements (owner_country, partner_country, level) "
+                             "VALUES ('MEX', 'GTM', 'detail') ON CONFLICT DO NOTHING"))
+    load(engine, settings, [place])
+    load(engine, settings, [place], kind="victim_identification")
+    withheld, shared, victim = (a["payload"]["event"] for a in alerts_of(engine, sub))
+    assert "lon" not in withheld and withheld["month"] == "2024-05" and "withheld" in withheld["detail"]
+    assert shared["lon"] == pytest.approx(place[0])
+    assert "lon" not in victim and "id" not in victim  # victims' records never leave their country
+
+
+def test_fence_by_reference_and_bad_fences(engine: Engine) -> None:
+    with engine.begin() as conn:
+        layer = conn.execute(sa.text(
+            "INSERT INTO reference_layers (kind, source, file_name, sha256) VALUES ('crossings', 't', 't', "
+            ":sha) RETURNING id"), {"sha": uuid.uuid4().hex}).scalar_one()
+        crossing = conn.execute(sa.text(
+            "INSERT INTO crossings (id, layer_id, name, official, country_a, country_b, geom) VALUES "
+            "((SELECT coalesce(max(id), 0) + 1 FROM crossings), :l, 'Ciudad Hidalgo', true, 'MEX', 'GTM', "
+            "ST_SetSRID(ST_MakePoint(-92.15, 14.68), 4326)) RETURNING id"), {"l": layer}).scalar_one()
+    sub = create_subscription(engine, Subscription(name="paso", triggers=("event_in_fence",),
+                                                   crossing_id=crossing, radius_m=5_000),
+                              scope=BORDER, owner="tests", secret="whsec_dGVzdA==")
+    with engine.connect() as conn:
+        area_km2 = conn.execute(sa.text("SELECT ST_Area(CAST(fence AS geography)) / 1e6 FROM subscriptions "
+                                        "WHERE id = :id"), {"id": sub}).scalar_one()
+    assert area_km2 == pytest.approx(3.14159 * 25, rel=0.02)  # a 5 km disc
+    with pytest.raises(InputError, match="crossing_id"):
+        create_subscription(engine, Subscription(name="x", triggers=("event_in_fence",), crossing_id=10**12,
+                                                 radius_m=100), scope=BORDER, owner="t", secret="s")
+    with pytest.raises(InputError, match="fence"):
+        subscribe(engine, {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]})
+    with pytest.raises(InputError, match="triggers"):
+        subscribe(engine, box(0, 0, 1), triggers=("route_vanished",))
+
+
+def _run(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.text(
+        "INSERT INTO analysis_runs (status, code_version, counts) VALUES ('succeeded', 'test', "
+        "CAST('{\"crime_types\": [\"smuggling\"]}' AS jsonb)) RETURNING id")).scalar_one())
+
+
+def _route(conn: sa.Connection, run_id: int, key: str, category: str, seen_before: bool) -> None:
+    conn.execute(sa.text(
+        "INSERT INTO routes (run_id, route_key, seen_before, crime_types, category, length_m, event_count, "
+        "trend, countries, crossing_ids, segment_keys, geom) VALUES (:run, :key, :seen, ARRAY['smuggling'], "
+        ":cat, 30000, 12, 'up', ARRAY['MEX'], ARRAY[]::bigint[], ARRAY[]::text[], "
+        "ST_GeomFromText('MULTILINESTRING((-92.40 14.60, -92.30 14.90, -92.20 15.20))', 4326))"),
+        {"run": run_id, "key": key, "seen": seen_before, "cat": category})
+
+
+def test_run_triggers_fire_once_per_route_and_category_change(engine: Engine) -> None:
+    sub = subscribe(engine, box(-92.30, 14.90, 0.1),
+                    triggers=("route_new", "route_intensifying", "route_convergence"))
+    key = f"route-{uuid.uuid4().hex[:8]}"
+    fired = []
+    for category, seen in (("intensifying_hot", False), ("intensifying_hot", True), ("persistent_hot", True),
+                           ("intensifying_hot", True)):
+        with engine.begin() as conn:
+            run = _run(conn)
+            _route(conn, run, key, category, seen)
+        fired.append(raise_run_alerts(engine, [run]).alerts)
+    assert fired == [2, 0, 0, 1]  # new + intensifying, nothing, nothing, intensifying again
+    triggers = [a["trigger"] for a in alerts_of(engine, sub)]
+    assert triggers == ["route_new", "route_intensifying", "route_intensifying"]
+    # a drug corridor 300 m from the route, inside the fence: one convergence alert, once
+    with engine.begin() as conn:
+        layer = conn.execute(sa.text(
+            "INSERT INTO reference_layers (kind, source, file_name, sha256) VALUES ('corridors', 't', 't', "
+            ":sha) RETURNING id"), {"sha": uuid.uuid4().hex}).scalar_one()
+        conn.execute(sa.text(
+            "INSERT INTO corridors (layer_id, kind, owner_country, name, source_row, geom) VALUES "
+            "(:l, 'drug', 'MEX', 'costera', 1, "
+            "ST_GeomFromText('LINESTRING(-92.297 14.85, -92.297 14.95)', 4326))"), {"l": layer})
+        run = _run(conn)
+        _route(conn, run, key, "intensifying_hot", True)
+    assert raise_run_alerts(engine, [run]).alerts == 1
+    assert raise_run_alerts(engine, [run]).alerts == 0
+    convergence = alerts_of(engine, sub)[-1]["payload"]
+    assert convergence["trigger"] == "route_convergence" and convergence["corridor"]["name"] == "costera"
+    assert convergence["route"]["route_key"] == key
