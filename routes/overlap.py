@@ -229,3 +229,92 @@ def convergence_zones(
         return gpd.GeoDataFrame(columns=columns, geometry="geometry", crs=4326)
     zones = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs).to_crs(4326)
     return zones.sort_values("score", ascending=False, ignore_index=True)[columns]
+
+
+JOINT_COLUMNS = [
+    "crossing_id",
+    "name",
+    "countries",
+    "records_by_country",
+    "route_ids",
+    "period_start",
+    "period_end",
+    "in_convergence_zone",
+    "score",
+    "geometry",
+]
+
+
+def joint_operation_candidates(
+    routes: pd.DataFrame,
+    crossings: gpd.GeoDataFrame,
+    *,
+    zones: gpd.GeoDataFrame | None = None,
+) -> gpd.GeoDataFrame:
+    """Border crossings where routes carry records of two or more countries' offices, ranked.
+
+    ``routes``: route_id, category, crossing_ids (list), records_by_country (dict ISO3 -> count
+    of the route's records), first_event, last_event. ``crossings``: crossing_id, name, geometry.
+    ``zones``: convergence zones (:func:`convergence_zones`). One row per crossing, EPSG:4326,
+    highest score first::
+
+        score = 0.4 * min(records / 100, 1) + 0.2 * balance + 0.25 * emerging + 0.15 * in_zone
+
+    ``records`` sums the routes' records, ``balance`` is the second-largest country's count over
+    the largest (1 when both sides carry as many), ``emerging`` the highest emerging weight of the
+    routes' categories and ``in_zone`` 1 when the crossing lies in a convergence zone.
+    """
+    if routes.empty or crossings.empty:
+        return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs=4326)
+    exploded = routes[["route_id", "crossing_ids"]].explode("crossing_ids").dropna()
+    exploded = exploded.rename(columns={"crossing_ids": "crossing_id"})
+    by_route = routes.set_index("route_id")
+    records_of: dict[object, dict[str, int]] = dict(
+        zip(routes["route_id"], [dict(r or {}) for r in routes["records_by_country"]], strict=True)
+    )
+    rows = []
+    zone_union = (
+        shapely.union_all(np.asarray(zones.geometry.values))
+        if zones is not None and not zones.empty
+        else None
+    )
+    points = crossings.set_index("crossing_id")
+    for crossing_id, group in exploded.groupby("crossing_id"):
+        if crossing_id not in points.index:
+            continue
+        ids = sorted(group["route_id"].unique().tolist())
+        counts: dict[str, int] = {}
+        for route_id in ids:
+            for country, n in records_of[route_id].items():
+                counts[country] = counts.get(country, 0) + int(n)
+        if len([c for c, n in counts.items() if n > 0]) < 2:
+            continue
+        ranked = sorted(counts.values(), reverse=True)
+        records = sum(ranked)
+        emerging = max(EMERGING_WEIGHTS.get(str(by_route.at[r, "category"]), 0.0) for r in ids)
+        point = points.at[crossing_id, "geometry"]
+        in_zone = bool(zone_union is not None and shapely.intersects(zone_union, point))
+        score = (
+            0.4 * min(records / 100.0, 1.0)
+            + 0.2 * ranked[1] / ranked[0]
+            + 0.25 * emerging
+            + 0.15 * float(in_zone)
+        )
+        rows.append(
+            {
+                "crossing_id": crossing_id,
+                "name": points.at[crossing_id, "name"],
+                "countries": ",".join(sorted(counts)),
+                "records_by_country": dict(sorted(counts.items())),
+                "route_ids": ids,
+                "period_start": pd.to_datetime(by_route.loc[ids, "first_event"]).min(),
+                "period_end": pd.to_datetime(by_route.loc[ids, "last_event"]).max(),
+                "in_convergence_zone": in_zone,
+                "score": score,
+                "geometry": point,
+            }
+        )
+    if not rows:
+        return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs=4326)
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crossings.crs).to_crs(4326)
+    return frame.sort_values("score", ascending=False, ignore_index=True)[JOINT_COLUMNS]

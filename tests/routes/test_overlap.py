@@ -85,3 +85,32 @@ def test_convergence_zone_of_two_kinds_near_a_crossing_ranks_by_the_documented_s
     assert zone.geometry.contains(shapely.Point(-74.3, 0.0))
     # one kind alone makes no zone
     assert convergence_zones(_routes(), _corridors().iloc[[0, 2]], distance_m=25_000.0).empty
+
+
+def test_joint_operation_candidates_need_two_countries_and_rank_by_the_documented_score() -> None:
+    from routes.overlap import joint_operation_candidates
+
+    crossings = gpd.GeoDataFrame(
+        {"crossing_id": [1, 2], "name": ["Paso A", "Paso B"]},
+        geometry=[shapely.Point(-74.3, 0.0), shapely.Point(-70.0, 0.0)],
+        crs=4326,
+    )
+    routes = pd.DataFrame(
+        {
+            "route_id": [7, 8],
+            "category": ["new_hot", "persistent_hot"],
+            "crossing_ids": [[1], [2]],
+            "records_by_country": [{"COL": 30, "ECU": 20}, {"PER": 40}],
+            "first_event": pd.to_datetime(["2024-01-05", "2024-02-01"]),
+            "last_event": pd.to_datetime(["2024-06-30", "2024-05-01"]),
+        }
+    )
+    zones = convergence_zones(_routes(), _corridors(), distance_m=25_000.0)
+    found = joint_operation_candidates(routes, crossings, zones=zones)
+    # crossing 2 carries one country's records only: no joint operation there
+    assert found["crossing_id"].tolist() == [1]
+    row = found.iloc[0]
+    assert row["countries"] == "COL,ECU" and row["records_by_country"] == {"COL": 30, "ECU": 20}
+    assert row["route_ids"] == [7] and row["in_convergence_zone"]
+    assert str(row["period_start"].date()) == "2024-01-05" and str(row["period_end"].date()) == "2024-06-30"
+    assert row["score"] == pytest.approx(0.4 * 0.5 + 0.2 * 20 / 30 + 0.25 * 1.0 + 0.15)
