@@ -360,9 +360,10 @@ def _gdal_path(path: Path, max_bytes: int) -> str:
 def _open_geo(path: Path, chunk_rows: int, max_bytes: int) -> Source:
     name = path.name
     gdal_path = _gdal_path(path, max_bytes)
+    options = _open_options(path)
     try:
         layers = [str(row[0]) for row in pyogrio.list_layers(gdal_path)]
-        infos = [pyogrio.read_info(gdal_path, layer=layer) for layer in layers]
+        infos = [pyogrio.read_info(gdal_path, layer=layer, **options) for layer in layers]
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
         raise _bad_file(
             name,
@@ -379,9 +380,11 @@ def _open_geo(path: Path, chunk_rows: int, max_bytes: int) -> Source:
 
     def chunks() -> Iterator[Chunk]:
         first = 1
-        for layer in layers:
-            with pyogrio.open_arrow(gdal_path, layer=layer, batch_size=chunk_rows, use_pyarrow=True,
-                                    datetime_as_string=True) as (meta, reader):
+        for layer, info in zip(layers, infos, strict=True):
+            sql = _dates_as_text(layer, info)
+            with pyogrio.open_arrow(gdal_path, layer=None if sql else layer, batch_size=chunk_rows,
+                                    use_pyarrow=True, datetime_as_string=True, sql=sql,
+                                    sql_dialect="OGRSQL" if sql else None, **options) as (meta, reader):
                 transform = _to_wgs84(meta.get("crs"))
                 for batch in reader:
                     frame, geometry = _arrow_chunk(batch, headers, transform)
@@ -391,6 +394,38 @@ def _open_geo(path: Path, chunk_rows: int, max_bytes: int) -> Source:
 
     return Source(name=name, headers=headers, has_geometry=has_geometry, chunks=chunks(),
                   size_bytes=path.stat().st_size, position=lambda: done[0])
+
+
+def _open_options(path: Path) -> dict[str, str]:
+    """GDAL open options: GeoJSON dates stay the text the office wrote.
+
+    GDAL would otherwise type a ``2024-02-31`` property as a date and hand it over rolled into
+    2 March, so an impossible date would be accepted as another day.
+    """
+    return {"DATE_AS_STRING": "YES"} if path.suffix.lower() in (".geojson", ".json") else {}
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _dates_as_text(layer: str, info: dict[str, Any]) -> str | None:
+    """OGR SQL reading the layer's date fields as the year/month/day stored, or ``None``.
+
+    GeoPackage, Shapefile (DBF) and other typed formats can hold impossible dates such as
+    2024-02-31; read as dates they reach Python rolled over (2 March). Cast to text
+    (``2024/02/31``) they go through :func:`geodata.ingest.dates.parse_dates` like any other
+    text and are rejected as dates that do not exist.
+    """
+    fields = [str(f) for f in info["fields"]]
+    types = [str(t) for t in info.get("ogr_types", [])]
+    if "OFTDate" not in types:
+        return None
+    columns = ", ".join(
+        f"CAST({_quoted(f)} AS CHARACTER) AS {_quoted(f)}" if t == "OFTDate" else _quoted(f)
+        for f, t in zip(fields, types, strict=True)
+    )
+    return f"SELECT {columns} FROM {_quoted(layer)}"
 
 
 def _gdal_message(exc: Exception) -> str:

@@ -63,3 +63,17 @@ def test_year_and_month_columns_fill_an_empty_date() -> None:
                          month=pd.Series(["March", "1"], dtype="str"))
     assert [s.date() for s in parsed.occurred_at] == [date(2019, 3, 1), date(2020, 5, 6)]
     assert list(parsed.precision) == ["month", "day"] and parsed.text.tolist() == ["2019-03", "2020-05-06"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1990, 2030), st.integers(1, 12), st.integers(28, 31))
+def test_a_day_past_the_end_of_its_month_is_never_a_date(year: int, month: int, day: int) -> None:
+    try:
+        real: date | None = date(year, month, day)
+    except ValueError:  # 2024-02-31, 2023-02-29, 2021-04-31: must be rejected, never rolled over
+        real = None
+    forms = [f"{year}-{month:02d}-{day:02d}", f"{day:02d}/{month:02d}/{year}",
+             f"{year}/{month:02d}/{day:02d}", f"{year}-{month:02d}-{day:02d}T10:00:00Z",
+             f"{day} de {MONTH_ES[month - 1]} de {year}"]
+    for text in forms:
+        assert _one(text)[0] == real, text

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import geopandas as gpd
 import openpyxl
+import pyarrow as pa
+import pyogrio
 import pytest
 import shapely
 from sqlalchemy.engine import Engine
@@ -185,3 +187,42 @@ def test_ingest_features_from_the_api(engine: Engine, settings: Settings) -> Non
     with pytest.raises(InputError):
         ingest_features(engine, {"type": "Feature"}, settings=settings, name="body", kind="incident",
                         owner_country="MEX")
+
+
+def test_impossible_dates_are_rejected_in_every_format(tmp_path: Path, engine: Engine,
+                                                       settings: Settings) -> None:
+    # GDAL types GeoJSON and DBF dates and rolls 2024-02-31 over to 2 March unless read as text.
+    point = {"type": "Point", "coordinates": [TAPACHULA[1], TAPACHULA[0]]}
+    collection = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"fecha": "2024-02-31"}, "geometry": point},
+        {"type": "Feature", "properties": {"fecha": "2024-02-29"}, "geometry": point},
+    ]}
+    source = unique_source("api-feb")
+    report = ingest_features(engine, collection, settings=settings, name="POST /collections/events/items",
+                             kind="incident", owner_country="MEX", source=source)
+    assert (report.accepted, codes(report)) == (1, {1: {"bad_date"}})
+    assert (report.errors[0].field, report.errors[0].value) == ("fecha", "2024-02-31")
+    assert [e["occurred_text"] for e in stored(engine, source)] == ["2024-02-29"]
+
+    source = unique_source("geojson-feb")
+    report = load(engine, settings, write(tmp_path / "casos.geojson", json.dumps(collection)), source=source)
+    assert (report.accepted, codes(report)) == (1, {1: {"bad_date"}})
+
+    # A Shapefile whose DBF date field (type D) holds 20240231, as a case system may write it.
+    table = pa.table({"fecha": pa.array([date(2024, 2, 27), date(2024, 2, 28)], pa.date32()),
+                      "geometry": shapely.to_wkb(shapely.points([[TAPACHULA[1], TAPACHULA[0]]] * 2))})
+    folder = tmp_path / "shp"
+    folder.mkdir()
+    pyogrio.write_arrow(table, folder / "casos.shp", geometry_name="geometry", geometry_type="Point",
+                        crs="EPSG:4326")
+    dbf = (folder / "casos.dbf").read_bytes()
+    assert dbf.count(b"20240227") == 1
+    (folder / "casos.dbf").write_bytes(dbf.replace(b"20240227", b"20240231"))
+    path = tmp_path / "casos.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for part in folder.iterdir():
+            archive.write(part, part.name)
+    source = unique_source("shp-feb")
+    report = load(engine, settings, path, source=source)
+    assert (report.accepted, codes(report)) == (1, {1: {"bad_date"}})
+    assert [e["occurred_at"] for e in stored(engine, source)] == [datetime(2024, 2, 28, tzinfo=UTC)]
