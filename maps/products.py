@@ -26,7 +26,12 @@ from maps.privacy import cells_as_events, event_cells, sliced_event_cells
 from maps.risk import RiskInputs, RiskParams, RiskReport, write_risk_surface
 from maps.static import render_png
 from routes.export import ExportRequest, Product, register_product, vector_product
-from routes.overlap import convergence_zones, route_corridor_overlap
+from routes.overlap import (
+    JOINT_COLUMNS,
+    convergence_zones,
+    joint_operation_candidates,
+    route_corridor_overlap,
+)
 from routes.pipeline import read_routes
 
 #: Credit lines always shown (record data and the software's own layers).
@@ -230,6 +235,52 @@ def corridors_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataF
     return gpd.GeoDataFrame(merged, geometry="geometry", crs="EPSG:4326")
 
 
+#: Records of each route per owner country: counts only, never the records themselves.
+_ROUTE_RECORDS_SQL = (
+    "SELECT re.route_id, e.owner_country, count(*) AS n "
+    "FROM route_events re JOIN events e ON e.id = re.event_id "
+    "WHERE re.route_id = ANY(:ids) GROUP BY re.route_id, e.owner_country"
+)
+
+
+def joint_operations_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataFrame:
+    """``rutas export joint-operations``: crossings where routes carry two or more countries' records.
+
+    Computed across countries: the records behind each route are counted per owner country with
+    the system scope (counts only leave this function, for every office), the routes and
+    corridors are those the request's scope may see.
+    """
+    params = ProductParams()
+    routes = read_routes(engine, list(request.run_ids) if request.run_ids else None, request.scope)
+    if routes.empty:
+        return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs="EPSG:4326")
+    routes["route_id"] = routes["id"]
+    with scoped(engine) as conn:
+        counts = conn.execute(sa.text(_ROUTE_RECORDS_SQL), {"ids": routes["id"].tolist()}).all()
+    per_route: dict[int, dict[str, int]] = {}
+    for route_id, country, n in counts:
+        per_route.setdefault(int(route_id), {})[str(country)] = int(n)
+    routes["records_by_country"] = [per_route.get(int(i), {}) for i in routes["id"]]
+    crossings = _read_frame(engine, "SELECT id AS crossing_id, name, geom FROM crossings")
+    corridors = read_stored_corridors(engine, request.scope)
+    zones = convergence_zones(routes, corridors, distance_m=params.convergence_m, crossings=crossings)
+    found = joint_operation_candidates(routes, crossings, zones=zones)
+    # another office's count under k is shown as "<k", as cells under k are suppressed
+    k, own = params.k, request.scope.country
+    found["records_by_country"] = [
+        {c: (n if n >= k or c == own else f"<{k}") for c, n in counts.items()}
+        for counts in found["records_by_country"]
+    ]
+    return found
+
+
+register_product(
+    vector_product(
+        "joint-operations",
+        joint_operations_for_export,
+        "crossings where routes carry records of two or more countries, ranked, with counts per country",
+    )
+)
 register_product(
     vector_product(
         "corridors",

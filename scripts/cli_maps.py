@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from geodata import corridors as _corridors  # also registers `rutas load corridors`
 from geodata import db
@@ -18,8 +19,9 @@ from geodata.db import SYSTEM, Scope
 from geodata.errors import InputError
 from geodata.settings import CHECKOUT_DIR, Settings, get_settings
 from maps.folium_map import LANGUAGES
-from maps.products import ProductParams, ProductPaths, make_products
+from maps.products import ProductParams, ProductPaths, joint_operations_for_export, make_products
 from maps.risk import RiskParams
+from routes.export import ExportRequest, write_frame
 from scripts.console import console, friendly_errors, out, print_json
 
 #: The IOM demo data is sparse (about 5,700 incidents over 11 years and the whole Americas):
@@ -124,3 +126,27 @@ def demo_stage(settings: Settings) -> None:
     with console.status("Dibujando los mapas / drawing the maps"):
         paths = make_products(engine, Path(settings.state_dir) / "products", params=params)
     _print_paths(paths)
+    joint_path = Path(settings.state_dir) / "products" / "joint_operations.geojson"
+    candidates = joint_operations_for_export(engine, ExportRequest(format="geojson", out=joint_path))
+    write_frame(candidates, "geojson", joint_path, layer="joint-operations")
+    out.print(
+        f"Candidatos a operaciones conjuntas / joint-operation candidates: {len(candidates)} -> {joint_path}"
+    )
+    table = Table(
+        "paso / crossing",
+        "países / countries",
+        "registros / records",
+        "rutas / routes",
+        "período / period",
+        "puntuación / score",
+    )
+    for row in candidates.head(10).itertuples(index=False):
+        table.add_row(
+            str(row.name),
+            str(row.countries),
+            str(row.records_by_country),
+            ",".join(str(r) for r in row.route_ids),
+            f"{row.period_start:%Y-%m} – {row.period_end:%Y-%m}",
+            f"{row.score:.2f}",
+        )
+    out.print(table)
