@@ -81,6 +81,10 @@ from scripts import cli_maps  # noqa: E402
 
 cli_maps.register(app)
 
+from scripts import cli_alerts  # noqa: E402
+
+cli_alerts.register(app)
+
 
 def main() -> None:
     """Entry point of the console script."""

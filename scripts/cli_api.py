@@ -23,8 +23,14 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.delivery import start_worker
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    # the alert delivery worker runs beside the API (more may run with `rutas alerts worker`)
+    _, stop = start_worker(db.get_engine(settings), settings)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        stop.set()
 
 
 @friendly_errors

@@ -1,0 +1,194 @@
+"""``rutas alerts create|list|deliveries|worker`` and the alerts stage of ``rutas demo``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from rich.table import Table
+
+from api.auth import Principal
+from api.delivery import Worker
+from api.subscriptions import SubscriptionIn, subscribe
+from geodata import db
+from geodata.errors import InputError
+from geodata.settings import Settings, get_settings
+from routes.alerts import backfill_event_alerts
+from scripts.console import friendly_errors, out, print_json
+
+alerts_app = typer.Typer(help="Alert subscriptions and delivery / Suscripciones y envío de alertas.",
+                         no_args_is_help=True)
+#: Radius (metres) of the demo's fence around its border sector.
+DEMO_RADIUS_M = 25_000.0
+
+
+def _principal(country: str | None) -> Principal:
+    # the command line acts for an office when given its country, else as an administrator
+    if country:
+        return Principal(subject="cli", role="border_authority", country=country.upper())
+    return Principal(subject="cli", role="admin", country=None)
+
+
+@friendly_errors
+def _create(
+    name: Annotated[str, typer.Option(help="Name of the subscription")],
+    trigger: Annotated[list[str], typer.Option(
+        help="event_in_fence, route_new, route_intensifying or route_convergence (repeat)")],
+    fence: Annotated[Path | None, typer.Option(
+        help="GeoJSON file with the fence polygon (EPSG:4326)")] = None,
+    border_segment: Annotated[int | None, typer.Option(help="Border segment id to fence")] = None,
+    crossing: Annotated[int | None, typer.Option(help="Crossing id to fence")] = None,
+    corridor: Annotated[int | None, typer.Option(help="Corridor id to fence")] = None,
+    radius_m: Annotated[float, typer.Option(help="Metres around the segment, crossing or corridor")] = 0.0,
+    webhook: Annotated[str | None, typer.Option(help="Webhook URL the alerts are posted to")] = None,
+    country: Annotated[str | None, typer.Option(help="ISO3 of the subscribing office")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="Only these event kinds (repeat)")] = None,
+    crime_type: Annotated[list[str] | None, typer.Option(help="Only these crime types (repeat)")] = None,
+    min_persons: Annotated[int | None, typer.Option(
+        help="Only events with at least this many persons")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {id, secret} as JSON")] = False,
+) -> None:
+    """Subscribe a fence to alerts; prints the id and the signing secret (shown only once)."""
+    settings = get_settings()
+    db.upgrade(settings)
+    geometry: dict[str, Any] | None = None
+    if fence is not None:
+        try:
+            loaded = json.loads(fence.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise InputError(f"{fence}: cannot read a GeoJSON geometry ({type(error).__name__}).",
+                             f"{fence}: no se puede leer una geometría GeoJSON ({type(error).__name__}).",
+                             code="bad_file") from None
+        if loaded.get("type") == "FeatureCollection" and loaded.get("features"):
+            loaded = loaded["features"][0]
+        geometry = loaded.get("geometry", loaded) if loaded.get("type") == "Feature" else loaded
+    request = SubscriptionIn(name=name, triggers=trigger, fence=geometry, border_segment_id=border_segment,
+                             crossing_id=crossing, corridor_id=corridor, radius_m=radius_m,
+                             webhook_url=webhook, kinds=kind or [], crime_types=crime_type or [],
+                             min_persons=min_persons)
+    sub_id, secret = subscribe(db.get_engine(settings), settings, _principal(country), request)
+    if as_json:
+        print_json({"id": sub_id, "secret": secret})
+    else:
+        out.print(f"Suscripción / subscription {sub_id}; secreto de firma / signing secret "
+                  f"(guárdelo / keep it): {secret}", highlight=False, soft_wrap=True)
+
+
+@friendly_errors
+def _list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """List the subscriptions with their alert and delivery counts."""
+    settings = get_settings()
+    with db.scoped(db.get_engine(settings)) as conn:
+        rows = [dict(r) for r in conn.execute(sa.text(
+            "SELECT s.id, s.name, s.country, s.triggers, s.webhook_url, s.status, "
+            "(SELECT count(*) FROM alerts a WHERE a.subscription_id = s.id) AS alerts, "
+            "(SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.status = 'delivered') "
+            "AS delivered, (SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id "
+            "AND d.status = 'pending') AS pending FROM subscriptions s ORDER BY s.id")).mappings()]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "nombre / name", "país / country", "disparadores / triggers", "webhook",
+                  "estado / status", "alertas / alerts", "entregadas / delivered", "pendientes / pending")
+    for r in rows:
+        table.add_row(str(r["id"]), r["name"], r["country"] or "", ", ".join(r["triggers"]),
+                      r["webhook_url"] or "(SSE)", r["status"], str(r["alerts"]), str(r["delivered"]),
+                      str(r["pending"]))
+    out.print(table)
+
+
+@friendly_errors
+def _deliveries(
+    subscription: Annotated[int, typer.Argument(help="Subscription id")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Show the deliveries of a subscription, newest first, with their tries and last status code."""
+    settings = get_settings()
+    with db.scoped(db.get_engine(settings)) as conn:
+        rows = [dict(r) for r in conn.execute(sa.text(
+            "SELECT d.id, d.alert_id, a.trigger, d.status, d.tries, d.last_status_code, d.next_attempt_at, "
+            "d.finished_at FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
+            "WHERE d.subscription_id = :s ORDER BY d.id DESC LIMIT 200"), {"s": subscription}).mappings()]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "alerta / alert", "disparador / trigger", "estado / status", "intentos / tries",
+                  "código / code", "próximo / next", "fin / finished")
+    for r in rows:
+        table.add_row(str(r["id"]), str(r["alert_id"]), r["trigger"], r["status"], str(r["tries"]),
+                      str(r["last_status_code"] or ""), str(r["next_attempt_at"])[:19],
+                      str(r["finished_at"] or "")[:19])
+    out.print(table)
+
+
+@friendly_errors
+def _worker() -> None:
+    """Deliver alerts to webhooks until interrupted (several workers may run at once)."""
+    settings = get_settings()
+    db.upgrade(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    out.print("Entregando alertas / delivering alerts (Ctrl-C to stop)")
+    try:
+        Worker(db.get_engine(settings), settings).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``alerts create|list|deliveries|worker`` to the ``rutas`` command line."""
+    alerts_app.command("create")(_create)
+    alerts_app.command("list")(_list)
+    alerts_app.command("deliveries")(_deliveries)
+    alerts_app.command("worker")(_worker)
+    app.add_typer(alerts_app, name="alerts")
+
+
+def busiest_border_segment(settings: Settings) -> tuple[int, int] | None:
+    """The border segment with the most incidents within ``border_near_km`` and their count."""
+    with db.scoped(db.get_engine(settings)) as conn:
+        row = conn.execute(sa.text(
+            "SELECT s.border_segment_id, count(*) FROM event_snaps s JOIN events e ON e.id = s.event_id "
+            "WHERE s.border_segment_id IS NOT NULL AND s.border_distance_m <= :near AND e.kind = 'incident' "
+            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"), {"near": settings.border_near_km * 1000}).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def demo_stage(settings: Settings) -> None:
+    """Demo: subscribe the border sector with the most IOM incidents and show the alerts it raises."""
+    busiest = busiest_border_segment(settings)
+    if busiest is None:
+        out.print("[yellow]Alerts: no incident is snapped near a border yet (run `rutas snap`).[/]")
+        return
+    segment, near = busiest
+    engine = db.get_engine(settings)
+    with db.scoped(engine) as conn:
+        countries = conn.execute(sa.text("SELECT country_a, country_b FROM border_segments WHERE id = :id"),
+                                 {"id": segment}).one()
+    request = SubscriptionIn(name=f"Demo: border {countries[0]}-{countries[1]} sector {segment}",
+                             triggers=["event_in_fence", "route_new", "route_intensifying",
+                                       "route_convergence"],
+                             border_segment_id=segment, radius_m=DEMO_RADIUS_M)
+    sub_id, _ = subscribe(engine, settings, _principal(None), request)
+    raised = backfill_event_alerts(engine, sub_id)
+    out.print(f"[bold]Alerts[/]: subscription {sub_id} on the {countries[0]}-{countries[1]} border sector "
+              f"{segment} ({near} incidents within {settings.border_near_km:g} km), fence "
+              f"{DEMO_RADIUS_M / 1000:g} km: {raised.alerts} event alerts from the stored records.")
+    with db.scoped(engine) as conn:
+        rows = conn.execute(sa.text(
+            "SELECT a.id, a.payload->'event'->>'occurred_at' AS at, "
+            "a.payload->'event'->>'owner_country' AS c, a.payload->'event'->>'persons' AS persons "
+            "FROM alerts a WHERE a.subscription_id = :s "
+            "ORDER BY a.payload->'event'->>'occurred_at' DESC LIMIT 5"), {"s": sub_id}).all()
+    table = Table("alerta / alert", "fecha / date", "país / country", "personas / persons",
+                  title="Últimas alertas / latest alerts")
+    for r in rows:
+        table.add_row(str(r[0]), str(r[1])[:10], str(r[2]), str(r[3]))
+    out.print(table)
+    out.print("  stream them live: GET /alerts/stream (server-sent events); webhooks: "
+              "rutas alerts create --webhook URL ...", soft_wrap=True)
