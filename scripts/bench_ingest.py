@@ -7,11 +7,18 @@ here):
 * raw ``COPY`` of the same rows, already in the table's format, into the same ``events`` table
   (the floor: no reading, no validation);
 * ``GeoDataFrame.to_postgis`` after ``pandas.read_csv`` (what a geopandas user writes);
-* ``ogr2ogr`` from the CSV into PostGIS (GDAL's loader, COPY mode).
+* ``ogr2ogr`` from the CSV into PostGIS (GDAL's loader, COPY mode);
+* like against like: ``to_postgis`` and ``ogr2ogr`` again, appending into an empty table with as
+  many indexes of the same kinds as ``events`` (identity primary key, a unique text key as the
+  dedupe index, GiST on the points, b-trees on the date, on a small integer as ``batch_id`` and on
+  (text, id) as ``(owner_country, id)``); ``events`` also has a foreign key, checks, row-level
+  security and the cell-count triggers, which these tables do not;
+* with ``--anatomy``, raw ``COPY`` into ``events`` again with one index, constraint or trigger
+  dropped at a time (inside a rolled-back transaction), to show where the time goes.
 
 Each tool runs in its own process so that its peak memory (max RSS) is its own. Run::
 
-    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--skip-slow]
+    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--skip-slow] [--anatomy]
 """
 
 from __future__ import annotations
@@ -124,10 +131,61 @@ print(rows)
 
 TO_POSTGIS_SCRIPT = """
 import sys, geopandas as gpd, pandas as pd, sqlalchemy as sa
-url, path = sys.argv[1], sys.argv[2]
+url, path, table, mode = sys.argv[1:5]
 frame = pd.read_csv(path)
 points = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame.longitud, frame.latitud), crs=4326)
-points.to_postgis("bench_to_postgis", sa.create_engine(url), if_exists="replace", chunksize=100_000)
+points.to_postgis(table, sa.create_engine(url), if_exists=mode, chunksize=100_000)
+"""
+
+
+def indexed_like(conn: sa.Connection, plain: str, table: str, geom: str, key: str) -> None:
+    """Create ``table``, empty, with the columns of ``plain`` and indexes of the same kinds as ``events``."""
+    conn.execute(sa.text(f"CREATE TABLE {table} (LIKE {plain} INCLUDING DEFAULTS INCLUDING IDENTITY)"))
+    if key == "rowid":
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN rowid bigint GENERATED ALWAYS AS IDENTITY"))
+    conn.execute(sa.text(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})"))
+    for n, (using, columns, unique) in enumerate([
+        ("btree", "id", True),  # the dedupe key
+        ("gist", geom, False),
+        ("btree", "fecha", False),  # occurred_at
+        ("btree", "muertos", False),  # batch_id: few distinct values
+        ("btree", f"nota, {key}", False),  # (owner_country, id)
+    ]):
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        conn.execute(sa.text(f"CREATE {kind} {table}_{n} ON {table} USING {using} ({columns})"))
+
+
+#: One guarantee of ``events`` dropped at a time for ``--anatomy`` (in a rolled-back transaction).
+ANATOMY: dict[str, list[str]] = {
+    "as migrated": [],
+    "w/o cell-count triggers": ["ALTER TABLE events DISABLE TRIGGER events_cells_insert"],
+    "w/o GiST on geom": ["DROP INDEX events_geom_idx"],
+    "w/o unique dedupe index": ["ALTER TABLE events DROP CONSTRAINT events_dedupe"],
+    "w/o occurred_at b-tree": ["DROP INDEX events_occurred_idx"],
+    "w/o batch_id b-tree": ["DROP INDEX events_batch_idx"],
+    "w/o (owner, id) b-tree": ["DROP INDEX events_owner_idx"],
+    "w/o FK to batches": ["ALTER TABLE events DROP CONSTRAINT events_batch_id_fkey"],
+    "w/o row-level security": ["ALTER TABLE events NO FORCE ROW LEVEL SECURITY",
+                               "ALTER TABLE events DISABLE ROW LEVEL SECURITY"],
+}
+
+ANATOMY_SCRIPT = """
+import sys, time, psycopg
+url, path = sys.argv[1], sys.argv[2]
+statements = sys.argv[3:]
+data = open(path, 'rb').read()
+with psycopg.connect(url, autocommit=True) as conn:
+    conn.execute("VACUUM events")
+    with conn.transaction(force_rollback=True):
+        for statement in statements:
+            conn.execute(statement)
+        start = time.perf_counter()
+        with conn.cursor().copy("COPY events (kind, occurred_at, occurred_text, date_precision, "
+                                "owner_country, geom, dead, attributes, source, source_record_id, "
+                                "dedupe_key, batch_id, source_row) FROM STDIN (FORMAT csv)") as copy:
+            for at in range(0, len(data), 8 << 20):
+                copy.write(data[at:at + (8 << 20)])
+        print(time.perf_counter() - start)
 """
 
 
@@ -166,6 +224,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-slow", action="store_true", help="skip to_postgis and ogr2ogr")
+    parser.add_argument("--anatomy", action="store_true",
+                        help="also time raw COPY into events with each index/constraint/trigger dropped")
     args = parser.parse_args()
 
     base = get_settings()
@@ -208,6 +268,16 @@ def main() -> None:
                 "CREATE TABLE events_bare (LIKE events INCLUDING DEFAULTS INCLUDING IDENTITY)"))
         results.append(run("raw COPY, table w/o indexes", ["python", str(script), plain_url, str(copy_input),
                                                            "events_bare"], env))
+        anatomy: list[tuple[str, float]] = []
+        indexed: dict[str, int] = {}
+        if args.anatomy:
+            script = work / "anatomy.py"
+            script.write_text(ANATOMY_SCRIPT)
+            with engine.begin() as conn:
+                conn.execute(sa.text("TRUNCATE events CASCADE"))
+            for label, statements in ANATOMY.items():
+                done = run(label, ["python", str(script), plain_url, str(copy_input), *statements], env)
+                anatomy.append((label, float(str(done["stdout"]).strip())))
         script = work / "check_only.py"
         script.write_text(CHECK_ONLY_SCRIPT)
         results.append(run("rutas read+check, no DB", ["python", str(script), str(csv_path)], env))
@@ -215,7 +285,12 @@ def main() -> None:
         if not args.skip_slow:
             script = work / "to_postgis.py"
             script.write_text(TO_POSTGIS_SCRIPT)
-            results.append(run("GeoDataFrame.to_postgis", ["python", str(script), url, str(csv_path)], env))
+            results.append(run("GeoDataFrame.to_postgis", ["python", str(script), url, str(csv_path),
+                                                           "bench_to_postgis", "replace"], env))
+            with engine.begin() as conn:
+                indexed_like(conn, "bench_to_postgis", "bench_to_postgis_indexed", "geometry", "rowid")
+            results.append(run("to_postgis, events' indexes", ["python", str(script), url, str(csv_path),
+                                                               "bench_to_postgis_indexed", "append"], env))
             if shutil.which("ogr2ogr"):
                 pg = (f"PG:dbname={name} host={server.query.get('host', server.host or 'localhost')} "
                       f"port={server.port or 5432} user={server.username or 'postgres'}")
@@ -224,18 +299,37 @@ def main() -> None:
                     "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
                     "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326", "-lco", "GEOMETRY_NAME=geom",
                     "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env))
+                with engine.begin() as conn:
+                    indexed_like(conn, "bench_ogr2ogr", "bench_ogr2ogr_indexed", "geom", "ogc_fid")
+                results.append(run("ogr2ogr, events' indexes", [
+                    "ogr2ogr", "-append", "-f", "PostgreSQL", pg, str(csv_path),
+                    "-nln", "bench_ogr2ogr_indexed",
+                    "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
+                    "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326",
+                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env))
+        with engine.connect() as conn:
+            for table in ("bench_to_postgis_indexed", "bench_ogr2ogr_indexed"):
+                if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
+                    indexed[table] = int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
     finally:
         engine.dispose()
         db.drop_database(url)
         shutil.rmtree(work, ignore_errors=True)
 
     ours = float(results[0]["seconds"])
-    print(f"\n{'tool':<26}{'seconds':>10}{'rows/s':>12}{'x rutas time':>14}{'peak RSS MB':>13}")
+    print(f"\n{'tool':<30}{'seconds':>10}{'rows/s':>12}{'x rutas time':>14}{'peak RSS MB':>13}")
     for r in results:
         seconds = float(r["seconds"])
-        print(f"{r['tool']!s:<26}{seconds:>10.2f}{args.rows / seconds:>12,.0f}{seconds / ours:>14.2f}"
+        print(f"{r['tool']!s:<30}{seconds:>10.2f}{args.rows / seconds:>12,.0f}{seconds / ours:>14.2f}"
               f"{float(r['rss_mb']):>13.0f}")
     print("\n(x rutas time: the tool's time divided by rutas ingest's; above 1 means slower than rutas)")
+    for table, loaded in indexed.items():
+        assert loaded == args.rows, f"{table} holds {loaded} rows, not {args.rows}"
+    if anatomy:
+        full = anatomy[0][1]
+        print(f"\n{'raw COPY into events':<28}{'seconds':>10}{'saved s':>10}")
+        for label, seconds in anatomy:
+            print(f"{label:<28}{seconds:>10.2f}{full - seconds:>10.2f}")
 
 
 if __name__ == "__main__":
