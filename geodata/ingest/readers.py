@@ -406,7 +406,8 @@ def _open_options(path: Path) -> dict[str, str]:
 
 
 def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    """An OGR SQL identifier (OGR SQL escapes quotes with a backslash, not by doubling them)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _dates_as_text(layer: str, info: dict[str, Any]) -> str | None:

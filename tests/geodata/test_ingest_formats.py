@@ -226,3 +226,21 @@ def test_impossible_dates_are_rejected_in_every_format(tmp_path: Path, engine: E
     report = load(engine, settings, path, source=source)
     assert (report.accepted, codes(report)) == (1, {1: {"bad_date"}})
     assert [e["occurred_at"] for e in stored(engine, source)] == [datetime(2024, 2, 28, tzinfo=UTC)]
+
+
+def test_geopackage_date_field_with_quotes_in_its_name(tmp_path: Path, engine: Engine,
+                                                       settings: Settings) -> None:
+    # Date fields are read through OGR SQL; odd field and layer names must not break the query.
+    table = pa.table({'fecha "del caso"': pa.array([date(2024, 2, 29)], pa.date32()),
+                      "nota\\": ["a pie"],
+                      "geometry": shapely.to_wkb(shapely.points([[TAPACHULA[1], TAPACHULA[0]]]))})
+    path = tmp_path / "casos.gpkg"
+    pyogrio.write_arrow(table, path, layer='capa "rara"', driver="GPKG", geometry_name="geometry",
+                        geometry_type="Point", crs="EPSG:4326")
+    source = unique_source("gpkg-quotes")
+    mapping = write(tmp_path / "mapping.json", json.dumps({"columns": {"date": 'fecha "del caso"'}}))
+    report = load(engine, settings, path, source=source, mapping=mapping)
+    assert (report.accepted, report.rejected) == (1, 0)
+    [event] = stored(engine, source)
+    assert event["occurred_at"] == datetime(2024, 2, 29, tzinfo=UTC)
+    assert event["attributes"].get("nota\\") == "a pie"
