@@ -115,6 +115,10 @@ def post(client: httpx.Client, url: str, secret: str, msg_id: str, body: bytes,
                    (time.perf_counter() - started) * 1000)
 
 
+def _ok(status_code: int | None) -> bool:
+    return status_code is not None and 200 <= status_code < 300
+
+
 class Worker:
     """Delivers the outbox of one database; :meth:`run` until stopped, or :meth:`deliver_due` once."""
 
@@ -140,8 +144,21 @@ class Worker:
             if not rows:
                 return 0
             attempts = list(self.pool.map(self._post_row, rows))
+            # every attempt, and the common outcome (delivered), in one pipelined round each
+            conn.execute(sa.text(
+                "INSERT INTO delivery_attempts (delivery_id, subscription_id, status_code, error, "
+                "duration_ms) VALUES (:d, :s, :code, :error, :ms)"),
+                [{"d": row["id"], "s": row["subscription_id"], "code": a.status_code, "error": a.error,
+                  "ms": round(a.duration_ms, 1)} for row, a in zip(rows, attempts, strict=True)])
+            delivered = [{"t": row["tries"] + 1, "c": a.status_code, "id": row["id"]}
+                         for row, a in zip(rows, attempts, strict=True) if _ok(a.status_code)]
+            if delivered:
+                conn.execute(sa.text(
+                    "UPDATE deliveries SET status = 'delivered', tries = :t, last_status_code = :c, "
+                    "finished_at = now() WHERE id = :id"), delivered)
             for row, attempt in zip(rows, attempts, strict=True):
-                self._record(conn, row, attempt)
+                if not _ok(attempt.status_code):
+                    self._record_failure(conn, row, attempt)
         return len(rows)
 
     def _post_row(self, row: sa.RowMapping) -> Attempt:
@@ -149,19 +166,9 @@ class Worker:
         return post(self.client, row["webhook_url"], row["secret"], message_id(row["alert_id"]), body,
                     self.settings)
 
-    def _record(self, conn: sa.Connection, row: sa.RowMapping, attempt: Attempt) -> None:
-        conn.execute(sa.text(
-            "INSERT INTO delivery_attempts (delivery_id, subscription_id, status_code, error, duration_ms) "
-            "VALUES (:d, :s, :code, :error, :ms)"),
-            {"d": row["id"], "s": row["subscription_id"], "code": attempt.status_code, "error": attempt.error,
-             "ms": round(attempt.duration_ms, 1)})
+    def _record_failure(self, conn: sa.Connection, row: sa.RowMapping, attempt: Attempt) -> None:
         tries = row["tries"] + 1
         code = attempt.status_code
-        if code is not None and 200 <= code < 300:
-            conn.execute(sa.text(
-                "UPDATE deliveries SET status = 'delivered', tries = :t, last_status_code = :c, "
-                "finished_at = now() WHERE id = :id"), {"t": tries, "c": code, "id": row["id"]})
-            return
         if code == 410:
             conn.execute(sa.text(
                 "UPDATE subscriptions SET status = 'disabled', disabled_reason = :why WHERE id = :s"),

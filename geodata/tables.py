@@ -330,3 +330,84 @@ corridors = sa.Table(
 )
 sa.Index("corridors_geom_idx", corridors.c.geom, postgresql_using="gist")
 sa.Index("corridors_layer_idx", corridors.c.layer_id)
+
+
+# --- alerts (issue 7) -----------------------------------------------------------------------
+
+ALERT_TRIGGERS = ("event_in_fence", "route_new", "route_intensifying", "route_convergence")
+DELIVERY_STATUSES = ("pending", "delivered", "dead", "disabled")
+
+#: A border authority's fence (EPSG:4326 multipolygon, GiST) with triggers, filters and webhook;
+#: row-level security (migration 0007) shows it to its country; the app role never reads ``secret``.
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("country", sa.CHAR(3), nullable=True),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("fence", Geometry("MULTIPOLYGON", srid=4326, spatial_index=False), nullable=False),
+    sa.Column("fence_ref", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("triggers", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("filters", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("sse", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("status", sa.Text, nullable=False, server_default="enabled"),
+    sa.Column("disabled_reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("status IN ('enabled', 'disabled')", name="subscriptions_status"),
+)
+sa.Index("subscriptions_fence_idx", subscriptions.c.fence, postgresql_using="gist")
+
+#: One alert per (subscription, trigger, object key), with its evidence as JSON.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("subscription_id", sa.BigInteger, sa.ForeignKey("subscriptions.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("trigger", sa.Text, nullable=False),
+    sa.Column("object_key", sa.Text, nullable=False),
+    sa.Column("run_id", sa.BigInteger, nullable=True),
+    sa.Column("payload", pg.JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("subscription_id", "trigger", "object_key", name="alerts_dedupe"),
+)
+
+#: The transactional outbox: one row per webhook delivery of an alert (and per replay).
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("alert_id", sa.BigInteger, sa.ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("subscription_id", sa.BigInteger, sa.ForeignKey("subscriptions.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("tries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("replay_of", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'dead', 'disabled')", name="deliveries_status"),
+)
+sa.Index("deliveries_due_idx", deliveries.c.next_attempt_at, postgresql_where=sa.text("status = 'pending'"))
+sa.Index("deliveries_subscription_idx", deliveries.c.subscription_id, deliveries.c.id)
+
+#: Every try of a delivery: when, the receiver's status code or the error, how long (ms).
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("delivery_id", sa.BigInteger, sa.ForeignKey("deliveries.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("subscription_id", sa.BigInteger, sa.ForeignKey("subscriptions.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+)
+sa.Index("delivery_attempts_delivery_idx", delivery_attempts.c.delivery_id)

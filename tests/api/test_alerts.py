@@ -51,6 +51,10 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0, what: str =
         time.sleep(0.02)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # concurrent posts would otherwise wait for SYN retries (backlog 5)
+
+
 class Receiver:
     """A webhook receiver on 127.0.0.1: records each request; ``answer`` picks the status code."""
 
@@ -81,7 +85,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = _Server(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
