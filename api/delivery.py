@@ -43,7 +43,8 @@ from geodata.settings import Settings
 from routes.alerts import NOTIFY_CHANNEL
 
 log = logging.getLogger("rutas.alerts")
-POST_THREADS = 8
+#: Concurrent posts of one round (a round claims up to ``alerts_worker_batch`` deliveries).
+POST_THREADS = 16
 
 CLAIM_SQL = sa.text("""
 SELECT d.id, d.alert_id, d.subscription_id, d.tries, a.created_at, a.payload, s.webhook_url, s.secret

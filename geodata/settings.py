@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     # seconds the delivery worker waits for new alerts between polls of the outbox
     alerts_poll_s: float = 1.0
-    alerts_worker_batch: int = 50
+    alerts_worker_batch: int = 200
 
     # API service (issue 6)
     api_host: str = "127.0.0.1"

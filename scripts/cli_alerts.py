@@ -159,13 +159,15 @@ def busiest_border_segment(settings: Settings) -> tuple[int, int] | None:
     return None if row is None else (int(row[0]), int(row[1]))
 
 
-def demo_stage(settings: Settings) -> None:
-    """Demo: subscribe the border sector with the most IOM incidents and show the alerts it raises."""
+def demo_stage(settings: Settings, segment_id: int | None = None) -> None:
+    """Demo: subscribe the border sector with the most IOM incidents (or ``segment_id``), show its alerts."""
     busiest = busiest_border_segment(settings)
     if busiest is None:
         out.print("[yellow]Alerts: no incident is snapped near a border yet (run `rutas snap`).[/]")
         return
     segment, near = busiest
+    if segment_id is not None:
+        segment = segment_id
     engine = db.get_engine(settings)
     with db.scoped(engine) as conn:
         countries = conn.execute(sa.text("SELECT country_a, country_b FROM border_segments WHERE id = :id"),
