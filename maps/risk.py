@@ -110,7 +110,7 @@ class RiskParams:
     window_rows: int = 512
     margin_m: float = 50_000.0
     #: GDAL's block cache while writing (its default, 5 % of RAM, would dominate the memory used)
-    gdal_cache_mb: int = 256
+    gdal_cache_mb: int = 512
 
 
 @dataclass
@@ -319,15 +319,13 @@ def write_risk_surface(
         "compress": "zstd",
         "zstd_level": 1,
         "num_threads": "ALL_CPUS",
-        # one band at a time is written and read: band-interleaved blocks never touch each other
-        "interleave": "band",
         "BIGTIFF": "IF_SAFER",
     }
     sums = np.zeros(len(BAND_NAMES) - 1)
     counts = np.zeros(len(BAND_NAMES) - 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     with (
-        rasterio.Env(GDAL_CACHEMAX=params.gdal_cache_mb),
+        rasterio.Env(GDAL_CACHEMAX=params.gdal_cache_mb * 2**20),  # in bytes
         tempfile.TemporaryDirectory(dir=path.parent, prefix=".risk-") as tmp,
     ):
         work = Path(tmp) / "bands.tif"
@@ -337,11 +335,13 @@ def write_risk_surface(
             ):
                 row1 = row0 + density.shape[0]
                 window = Window(0, row0, grid.width, row1 - row0)  # type: ignore[no-untyped-call]
-                for i, band in enumerate(maker.bands(row0, row1, density)):
+                bands = maker.bands(row0, row1, density)
+                for i, band in enumerate(bands):
                     positive = band > 0
                     sums[i] += float(band[positive].sum(dtype=np.float64))
                     counts[i] += int(positive.sum())
-                    dst.write(band, i + 1, window=window)
+                # every band of the window in one write: each pixel-interleaved block is written once
+                dst.write(np.stack(bands), indexes=list(range(1, len(bands) + 1)), window=window)
             means = {
                 name: float(s / c) if c else 0.0
                 for name, s, c in zip(BAND_NAMES[:-1], sums, counts, strict=True)
@@ -349,8 +349,9 @@ def write_risk_surface(
             for row0 in range(0, grid.height, params.window_rows):
                 rows = min(params.window_rows, grid.height - row0)
                 window = Window(0, row0, grid.width, rows)  # type: ignore[no-untyped-call]
-                bands = {name: dst.read(i + 1, window=window) for i, name in enumerate(BAND_NAMES[:-1])}
-                dst.write(combined_risk(bands, means, params), len(BAND_NAMES), window=window)
+                stack = dst.read(list(range(1, len(BAND_NAMES))), window=window)
+                by_name = dict(zip(BAND_NAMES[:-1], stack, strict=True))
+                dst.write(combined_risk(by_name, means, params), len(BAND_NAMES), window=window)
             for i, name in enumerate(BAND_NAMES):
                 dst.set_band_description(i + 1, name)
             dst.update_tags(
