@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from api import errors, features, ingest, subscriptions, tiles, web
+from api import analytics, errors, exports, features, ingest, subscriptions, tiles, web
 from api.auth import Authenticator, RateLimiter
 from api.collections import COLLECTIONS
 from api.deps import AppState, StateDep
@@ -128,6 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(web.router)
     app.include_router(subscriptions.router)
+    app.include_router(analytics.router)
+    app.include_router(exports.router)
 
     @app.get("/healthz", summary="Health", tags=["Service"])
     def healthz(state: StateDep) -> JSONResponse:

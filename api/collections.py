@@ -40,12 +40,26 @@ class Collection:
     roles: frozenset[str] = ALL_ROLES
     extra_where: str = "TRUE"
     admin_properties: dict[str, str] = field(default_factory=dict)
+    #: Properties only the roles that read records (admin, steward, prosecutor) get.
+    record_properties: dict[str, str] = field(default_factory=dict)
+    #: Whether reads are written to the audit log although rows are not records (corridors).
+    audited: bool = False
+    #: Properties sent as text in vector tiles (arrays, JSON and times have no MVT type).
+    tile_text: frozenset[str] = frozenset({"occurred_at", "nationalities"})
+
+    @property
+    def audit(self) -> bool:
+        """Whether every read of this collection is written to the audit log."""
+        return self.record_level or self.audited
 
     def properties_for(self, role: str) -> dict[str, str]:
         """The allow-list of properties for ``role`` (name to trusted SQL expression)."""
+        props = dict(self.properties)
+        if role in RECORD_ROLES:
+            props.update(self.record_properties)
         if role == "admin":
-            return {**self.properties, **self.admin_properties}
-        return dict(self.properties)
+            props.update(self.admin_properties)
+        return props
 
 
 def _q(name: str, sql: str, kind: str, description: str = "") -> tuple[str, Queryable]:
@@ -149,10 +163,113 @@ BORDERS = Collection(
     required_table="border_segments",
 )
 
+#: Succeeded runs that are the latest of their crime-type group (what ``read_routes`` returns).
+LATEST_RUNS_SQL = (
+    "SELECT max(id) AS id FROM analysis_runs WHERE status = 'succeeded' GROUP BY counts->'crime_types'"
+)
+
+ROUTES = Collection(
+    id="routes",
+    title="Emerging routes / Rutas emergentes",
+    description=(
+        "Routes of every succeeded analysis run (filter latest = true for the current ones), EPSG:4326 "
+        "lines, lengths in metres, 'category' the dominant emerging hot-spot category. Routes are "
+        "aggregates over the records of every country, so every role sees them; the ids of their "
+        "member events go only to roles that read records, and only the events row-level security "
+        "lets the caller see."
+    ),
+    from_sql=(
+        "routes r JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' "
+        f"LEFT JOIN ({LATEST_RUNS_SQL}) AS latest ON latest.id = r.run_id"
+    ),
+    id_sql="r.id",
+    geom_sql="r.geom",
+    geometry_type="MultiLineString",
+    time_sql="r.last_event",
+    properties={
+        "run_id": "r.run_id",
+        "latest": "latest.id IS NOT NULL",
+        "route_key": "r.route_key",
+        "seen_before": "r.seen_before",
+        "category": "r.category",
+        "category_shares": "r.category_shares",
+        "crime_types": "r.crime_types",
+        "length_m": "r.length_m",
+        "event_count": "r.event_count",
+        "trend": "r.trend",
+        "tau": "r.tau",
+        "p_value": "r.p_value",
+        "countries": "r.countries",
+        "crossing_ids": "r.crossing_ids",
+        "crossings": ("ARRAY(SELECT c.name FROM crossings c WHERE c.id = ANY(r.crossing_ids) "
+                      "AND c.name IS NOT NULL ORDER BY c.name)"),
+        "first_event": "r.first_event",
+        "last_event": "r.last_event",
+        "monthly_counts": "r.monthly_counts",
+    },
+    # route_events has no row-level security of its own: joining events applies the events' policy,
+    # so an event id leaves only when the caller may see that event in detail.
+    record_properties={
+        "event_ids": ("ARRAY(SELECT re.event_id FROM route_events re JOIN events ev ON ev.id = re.event_id "
+                      "WHERE re.route_id = r.id ORDER BY re.event_id)"),
+    },
+    queryables=dict([
+        _q("geom", "r.geom", "geometry", "Route line (EPSG:4326)"),
+        _q("id", "r.id", "integer"),
+        _q("run_id", "r.run_id", "integer", "the analysis run"),
+        _q("latest", "(latest.id IS NOT NULL)", "boolean", "route of the latest run of its crime types"),
+        _q("category", "r.category", "string", "dominant category, e.g. intensifying_hot"),
+        _q("trend", "r.trend", "string", "up, down or none (Mann-Kendall)"),
+        _q("countries", "array_to_string(r.countries, ',')", "string",
+           "ISO3 codes joined by commas, e.g. COL,VEN: use LIKE '%VEN%'"),
+        _q("crime_types", "array_to_string(r.crime_types, ',')", "string",
+           "crime types joined by commas: use LIKE '%smuggling%'"),
+        _q("length_m", "r.length_m", "number", "metres"),
+        _q("event_count", "r.event_count", "integer"),
+        _q("first_event", "r.first_event", "datetime"),
+        _q("last_event", "r.last_event", "datetime"),
+    ]),
+    required_table="routes",
+    tile_text=frozenset({"category_shares", "crime_types", "countries", "crossing_ids", "crossings",
+                         "first_event", "last_event", "monthly_counts", "event_ids"}),
+)
+
+CORRIDORS = Collection(
+    id="corridors",
+    title="Trafficking corridors / Corredores de tráfico",
+    description=(
+        "Drug, fuel, arms and other trafficking corridors of the active layers (EPSG:4326), each owned "
+        "by a country's office: row-level security shows them to the owner, to partners sharing in "
+        "detail and to admins. Notes go to roles that read records; the source only to admins. "
+        "Every read is audited."
+    ),
+    from_sql="corridors co JOIN reference_layers l ON l.id = co.layer_id AND l.active",
+    id_sql="co.id",
+    geom_sql="co.geom",
+    geometry_type="Geometry",
+    properties={
+        "kind": "co.kind", "owner_country": "co.owner_country", "name": "co.name",
+        "confidence": "co.confidence", "valid_from": "co.valid_from", "valid_to": "co.valid_to",
+        "illustrative": "co.illustrative",
+    },
+    record_properties={"note": "co.note"},
+    admin_properties={"source": "co.source", "source_row": "co.source_row"},
+    queryables=dict([
+        _q("geom", "co.geom", "geometry"), _q("id", "co.id", "integer"),
+        _q("kind", "co.kind", "string", "drug, fuel, arms or other"),
+        _q("owner_country", "co.owner_country", "string", "ISO 3166-1 alpha-3"),
+        _q("name", "co.name", "string"), _q("confidence", "co.confidence", "string"),
+        _q("illustrative", "co.illustrative", "boolean"),
+    ]),
+    required_table="corridors",
+    audited=True,
+    tile_text=frozenset({"valid_from", "valid_to"}),
+)
+
 #: Aggregated, k-suppressed event counts (served by ``rutas_event_cells``, not a table scan).
 EVENT_CELLS_ID = "event-cells"
 
-COLLECTIONS: dict[str, Collection] = {c.id: c for c in (EVENTS, CROSSINGS, BORDERS)}
+COLLECTIONS: dict[str, Collection] = {c.id: c for c in (EVENTS, CROSSINGS, BORDERS, ROUTES, CORRIDORS)}
 
 
 def available(conn: Connection) -> dict[str, Collection]:

@@ -287,7 +287,7 @@ def items(request: Request, collection_id: CollectionP, state: StateDep, princip
         params["after"] = cursor
     sql = (f"SELECT {_feature_sql(coll, principal.role)} AS feature, {coll.id_sql} AS fid "
            f"FROM {coll.from_sql} WHERE {' AND '.join(where)} ORDER BY {coll.id_sql} LIMIT :limit")
-    if coll.record_level:
+    if coll.audit:
         sql, audit_params = audit.audited_query(
             sql, who=principal.subject, role=principal.role, country=principal.country, action="items",
             collection=coll.id, max_records=limit,
@@ -361,7 +361,7 @@ def item(request: Request, collection_id: CollectionP, feature_id: FeatureP, sta
            f"WHERE {coll.extra_where} AND {coll.id_sql} = :fid")
     with scoped(state.engine, principal.scope()) as conn:
         found = conn.execute(sa.text(sql), {"fid": fid}).scalar_one_or_none()
-        if coll.record_level:
+        if coll.audit:
             audit.write(conn, who=principal.subject, role=principal.role, country=principal.country,
                         action="item", collection=coll.id, filters={"id": fid},
                         records=0 if found is None else 1)

@@ -48,15 +48,15 @@ def _check(z: int, x: int, y: int) -> None:
                          f"{2**z - 1} en el zoom {z}.", code="bad_parameter")
 
 
-def _mvt_value(name: str, expr: str) -> str:
-    # MVT attributes are text, numbers or booleans: arrays and times go as text.
-    if name in ("occurred_at", "nationalities"):
+def _mvt_value(coll: Collection, name: str, expr: str) -> str:
+    # MVT attributes are text, numbers or booleans: arrays, JSON and times go as text.
+    if name in coll.tile_text:
         return f"CAST({expr} AS text) AS \"{name}\""
     return f"{expr} AS \"{name}\""
 
 
 def _detail_sql(coll: Collection, role: str) -> str:
-    props = ", ".join(_mvt_value(n, e) for n, e in coll.properties_for(role).items())
+    props = ", ".join(_mvt_value(coll, n, e) for n, e in coll.properties_for(role).items())
     return (
         "WITH bounds AS (SELECT ST_TileEnvelope(:z, :x, :y) AS b3857, "
         "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => 0.015625), 4326) AS b4326) "
@@ -112,7 +112,7 @@ def tile(state: StateDep, principal: Principal, collection_id: str, z: int, x: i
         sql = _detail_sql(coll, principal.role)
     with scoped(state.engine, principal.scope()) as conn:
         data, count = conn.execute(sa.text(sql), params).one()
-        if coll is not None and coll.record_level and not aggregated:
+        if coll is not None and coll.audit and not aggregated:
             audit.write(conn, who=principal.subject, role=principal.role, country=principal.country,
                         action="tile", collection=coll.id, filters={"tile": f"{z}/{x}/{y}"},
                         records=int(count))

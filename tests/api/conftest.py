@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -120,11 +121,11 @@ def seed_world(engine: Engine) -> list[Record]:
             i,
             str(r["owner"]),
             str(r["kind"]),
-            float(r["lon"]),
-            float(r["lat"]),  # type: ignore[arg-type]
-            r["occurred_at"],
-            float(r["border_distance_m"]),
-        )  # type: ignore[arg-type]
+            float(str(r["lon"])),
+            float(str(r["lat"])),
+            cast(datetime, r["occurred_at"]),
+            float(str(r["border_distance_m"])),
+        )
         for i, r in zip(ids, rows, strict=True)
     ]
 
@@ -205,3 +206,120 @@ def live_server(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class Products:
+    """Seeded analysis products: runs (old, latest, a failed newer one), routes and corridors."""
+
+    old_run: int
+    latest_run: int
+    failed_run: int
+    #: route id to its member event ids
+    routes: dict[int, list[int]]
+    latest_routes: list[int]
+    #: corridor id to its owner country
+    corridors: dict[int, str]
+
+
+def expected_corridor(role: str, country: str | None, owner: str) -> bool:
+    """The corridor rule, written independently of the policy: own office, detail partners, admin."""
+    if role == "admin":
+        return True
+    if role in ("steward", "prosecutor") and owner == country:
+        return True
+    shared = {(o, p): level for o, p, level in AGREEMENTS}
+    return role == "prosecutor" and shared.get((owner, country or "")) == "detail"
+
+
+def _run(conn: sa.Connection, status: str, crime_types: list[str], routes: int) -> int:
+    return int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO analysis_runs (status, finished_at, parameters, filters, code_version, timings, "
+                "counts, error) VALUES (:status, now(), CAST(:p AS jsonb), '{}', 'tests', "
+                "CAST(:t AS jsonb), CAST(:c AS jsonb), :error) RETURNING id"
+            ),
+            {
+                "status": status,
+                "p": '{"alpha": 0.05, "slice": "month", "segment_km": 5.0}',
+                "t": '{"cube": 0.5, "total": 1.25}',
+                "c": f'{{"crime_types": {crime_types!r}, "routes": {routes}}}'.replace("'", '"'),
+                "error": "Run stopped: tests" if status == "failed" else None,
+            },
+        ).scalar_one()
+    )
+
+
+def _route(conn: sa.Connection, run_id: int, key: str, category: str, trend: str, tau: float | None,
+           countries: list[str], monthly: str, members: list[int], lon: float) -> int:
+    route_id = int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO routes (run_id, route_key, seen_before, crime_types, category, "
+                "category_shares, length_m, event_count, tau, p_value, trend, countries, crossing_ids, "
+                "first_event, last_event, monthly_counts, segment_keys, geom) VALUES (:run, :key, false, "
+                "ARRAY['smuggling'], :cat, CAST(:shares AS jsonb), 12345.5, :n, :tau, :p, :trend, "
+                ":countries, ARRAY[]::bigint[], now() - interval '90 days', now() - interval '10 days', "
+                "CAST(:monthly AS jsonb), ARRAY['s1'], "
+                "ST_Multi(ST_SetSRID(ST_MakeLine(ST_MakePoint(:lon, 7.55), ST_MakePoint(:lon + 0.2, 7.70)), "
+                "4326))) RETURNING id"
+            ),
+            {"run": run_id, "key": key, "cat": category, "shares": f'{{"{category}": 1.0}}',
+             "n": len(members),
+             "tau": tau, "p": None if tau is None else 0.01, "trend": trend, "countries": countries,
+             "monthly": monthly, "lon": lon},
+        ).scalar_one()
+    )
+    for event_id in members:
+        conn.execute(sa.text("INSERT INTO route_events (route_id, event_id) VALUES (:r, :e)"),
+                     {"r": route_id, "e": event_id})
+    return route_id
+
+
+def seed_products(engine: Engine, world: list[Record]) -> Products:
+    """Three runs, three routes over the seeded records and one corridor per country."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE analysis_runs RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("DELETE FROM reference_layers WHERE kind = 'corridors'"))
+        old = _run(conn, "succeeded", ["smuggling"], 1)
+        latest = _run(conn, "succeeded", ["smuggling"], 2)
+        failed = _run(conn, "failed", ["smuggling"], 0)
+        all_ids = [r.id for r in world]
+        peru = [r.id for r in world if r.owner == "PER"]
+        routes = {
+            _route(conn, old, "old", "sporadic_hot", "none", None, ["COL"], '{"2026-01-01": 1}',
+                   all_ids[:2], -72.5): all_ids[:2],
+            _route(conn, latest, "a", "intensifying_hot", "up", 0.8, ["COL", "PER", "VEN"],
+                   '{"2026-09-01": 2, "2026-07-01": 0, "2026-08-01": 1}', all_ids, -72.4): all_ids,
+            _route(conn, latest, "b", "new_hot", "none", None, ["PER"], '{"2026-09-01": 3}',
+                   peru, -72.3): peru,
+        }
+        layer = conn.execute(
+            sa.text(
+                "INSERT INTO reference_layers (kind, subkind, source, file_name, sha256, feature_count, "
+                "active) VALUES ('corridors', 'tests', 'tests', 'corridors.geojson', 'x', 3, true) "
+                "RETURNING id"
+            )
+        ).scalar_one()
+        corridors: dict[int, str] = {}
+        for i, (owner, kind) in enumerate((("COL", "drug"), ("VEN", "fuel"), ("PER", "arms"))):
+            cid = conn.execute(
+                sa.text(
+                    "INSERT INTO corridors (layer_id, kind, owner_country, name, source, confidence, note, "
+                    "source_row, geom) VALUES (:layer, :kind, :owner, :name, 'SOURCE-SECRET', 'high', "
+                    "'NOTE-SECRET', :row, ST_SetSRID(ST_MakeLine(ST_MakePoint(:lon, 7.5), "
+                    "ST_MakePoint(:lon, 7.8)), 4326)) RETURNING id"
+                ),
+                {"layer": layer, "kind": kind, "owner": owner, "name": f"{kind} {owner}", "row": i + 1,
+                 "lon": -72.45 + 0.1 * i},
+            ).scalar_one()
+            corridors[int(cid)] = owner
+    latest_routes = sorted(list(routes)[1:])
+    return Products(old, latest, failed, routes, latest_routes, corridors)
+
+
+@pytest.fixture(scope="module")
+def products(engine: Engine, world: list[Record]) -> Products:
+    """The seeded analysis products of this test module (after the records)."""
+    return seed_products(engine, world)

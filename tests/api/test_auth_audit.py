@@ -268,7 +268,8 @@ def test_rutas_serve_answers_until_stopped(
                 break
             except httpx.TransportError:
                 time.sleep(0.2)
-        assert status == 200, server.stdout.read() if server.poll() is not None else "no answer"
+        assert status == 200, (
+            server.stdout.read() if server.poll() is not None and server.stdout else "no answer")
         assert httpx.get(f"http://127.0.0.1:{port}/map", timeout=5).status_code == 200
     finally:
         server.terminate()

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from api.collections import EVENTS
+from api.collections import CORRIDORS, EVENTS, RECORD_ROLES, ROUTES
 from geodata.db import APP_ROLE, Scope, scoped
-from tests.api.conftest import Record, bearer, expected_detail
+from tests.api.conftest import Products, Record, bearer, expected_corridor, expected_detail
 
 PRINCIPALS = [
     ("admin", None),
@@ -187,3 +187,94 @@ def test_matrix_fails_when_the_policy_is_dropped(
                 )
             )
     check_matrix(client, keys, world)
+
+
+def check_products_matrix(
+    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products
+) -> None:
+    """Routes: every role sees every route, member event ids only as far as it may see the events.
+    Corridors: only the owner's office, detail partners and admins. Exports follow the same rules."""
+    x, y = _tile_of(-72.4, 7.6, 7)
+    for role, country in PRINCIPALS:
+        key = keys[(role, country)]
+        who = f"{role}/{country}"
+
+        allowed = {r.id for r in world if expected_detail(role, country, r)}
+        members = {rid: set(ids) & allowed for rid, ids in products.routes.items()}
+        # routes: items, item by id, tile
+        body = client.get("/collections/routes/items", headers=bearer(key)).json()
+        assert {f["id"] for f in body["features"]} == set(products.routes), who
+        for f in body["features"]:
+            props = f["properties"]
+            assert set(props) <= set(ROUTES.properties_for(role)), who
+            assert props["category"] and props["run_id"] in (products.old_run, products.latest_run)
+            if role in RECORD_ROLES:
+                assert set(props["event_ids"]) == members[f["id"]], who
+            else:
+                assert "event_ids" not in props, who
+        for route_id in products.routes:
+            one = client.get(f"/collections/routes/items/{route_id}", headers=bearer(key))
+            assert one.status_code == 200, who
+            assert set(one.json()["properties"].get("event_ids", [])) == (
+                members[route_id] if role in RECORD_ROLES else set()), who
+        tile = client.get(f"/collections/routes/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
+        assert tile.status_code == 200, who
+        drawn = mapbox_vector_tile.decode(tile.content)["routes"]["features"]
+        assert {f["id"] for f in drawn} == set(products.routes), who
+        for f in drawn:
+            shown = f["properties"].get("event_ids", "{}").strip("{}")
+            assert {int(i) for i in shown.split(",") if i} == (
+                members[f["id"]] if role in RECORD_ROLES else set()), who
+        # corridors: items, item by id, tile; notes and sources by role
+        visible = {c for c, owner in products.corridors.items() if expected_corridor(role, country, owner)}
+        response = client.get("/collections/corridors/items", headers=bearer(key))
+        assert response.status_code == 200, who
+        features = response.json()["features"]
+        assert {f["id"] for f in features} == visible, who
+        for f in features:
+            assert set(f["properties"]) <= set(CORRIDORS.properties_for(role)), who
+        text = response.text
+        assert ("NOTE-SECRET" in text) == (bool(visible) and role in RECORD_ROLES), who
+        assert ("SOURCE-SECRET" in text) == (role == "admin"), who
+        for cid in products.corridors:
+            status = client.get(f"/collections/corridors/items/{cid}", headers=bearer(key)).status_code
+            assert status == (200 if cid in visible else 404), f"{who} corridor {cid}"
+        tile = client.get(f"/collections/corridors/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
+        layers = mapbox_vector_tile.decode(tile.content)
+        assert {f["id"] for f in layers.get("corridors", {"features": []})["features"]} == visible, who
+        # exports over HTTP, in the caller's scope
+        routes = client.get("/exports/routes", params={"format": "geojson"}, headers=bearer(key))
+        assert routes.status_code == 200, who
+        assert sorted(f["properties"]["id"] for f in routes.json()["features"]) == products.latest_routes
+        assert "event_ids" not in routes.text, who
+        events = client.get("/exports/events", params={"format": "geojson"}, headers=bearer(key))
+        if role in RECORD_ROLES:
+            assert events.status_code == 200, who
+            exported = {f["properties"]["id"] for f in events.json()["features"]}
+            assert exported == allowed, who
+        else:
+            assert events.status_code == 403, who
+
+
+def test_matrix_of_routes_corridors_and_exports(
+    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products
+) -> None:
+    check_products_matrix(client, keys, world, products)
+
+
+def test_products_matrix_fails_when_the_corridor_policy_is_loosened(
+    client: TestClient,
+    keys: dict[tuple[str, str | None], str],
+    world: list[Record],
+    products: Products,
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE POLICY corridors_open ON corridors FOR SELECT USING (true)"))
+    try:
+        with pytest.raises(AssertionError):
+            check_products_matrix(client, keys, world, products)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP POLICY corridors_open ON corridors"))
+    check_products_matrix(client, keys, world, products)
