@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import pandas as pd
 import rasterio
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
@@ -91,9 +92,10 @@ def latest_run(state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
 
 @router.get("/routes/{route_id}/series", summary="Monthly counts and trend of a route")
 def route_series(route_id: int, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
-    """The route's events per time slice (``series``: slice start, count, in time order, months
-    without events as 0 as the run stored them), its Mann-Kendall ``tau`` and ``p_value`` and
-    the ``trend`` (up, down or none) at the run's alpha."""
+    """The route's events per time slice (``series``: slice start date (UTC) and count, in time
+    order; with monthly slices every month from the first to the last is listed, 0 when it had no
+    event), its Mann-Kendall ``tau`` and ``p_value`` and the ``trend`` (up, down or none) at the
+    run's ``alpha``."""
     sql = ("SELECT r.id, r.run_id, r.category, r.trend, r.tau, r.p_value, r.event_count, "
            "r.first_event, r.last_event, r.monthly_counts, a.parameters FROM routes r "
            "JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' WHERE r.id = :id")
@@ -104,9 +106,14 @@ def route_series(route_id: int, state: StateDep, principal: PrincipalDep) -> dic
                          "at /collections/routes/items.",
                          f"La ruta {route_id} no existe (o su análisis no terminó): vea las rutas en "
                          "/collections/routes/items.")
-    monthly: dict[str, int] = row.monthly_counts or {}
-    series = [{"start": start, "count": int(monthly[start])} for start in sorted(monthly)]
     params = row.parameters or {}
+    stored: dict[str, float] = row.monthly_counts or {}
+    starts = sorted(stored)
+    if starts and params.get("slice", "month") == "month":
+        # the run stores only the slices with events: list the empty months between them too
+        months = pd.date_range(starts[0], starts[-1], freq="MS")
+        starts = sorted({*starts, *(m.date().isoformat() for m in months)})
+    series = [{"start": start, "count": _number(stored.get(start, 0))} for start in starts]
     return {
         "route_id": int(row.id),
         "run_id": int(row.run_id),
@@ -121,6 +128,10 @@ def route_series(route_id: int, state: StateDep, principal: PrincipalDep) -> dic
         "alpha": params.get("alpha"),
         "slice": params.get("slice"),
     }
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def risk_path(settings: Settings) -> Path:

@@ -291,7 +291,7 @@ def seed_products(engine: Engine, world: list[Record]) -> Products:
             _route(conn, old, "old", "sporadic_hot", "none", None, ["COL"], '{"2026-01-01": 1}',
                    all_ids[:2], -72.5): all_ids[:2],
             _route(conn, latest, "a", "intensifying_hot", "up", 0.8, ["COL", "PER", "VEN"],
-                   '{"2026-09-01": 2, "2026-07-01": 0, "2026-08-01": 1}', all_ids, -72.4): all_ids,
+                   '{"2026-09-01": 2.0, "2026-06-01": 1.0, "2026-08-01": 1.0}', all_ids, -72.4): all_ids,
             _route(conn, latest, "b", "new_hot", "none", None, ["PER"], '{"2026-09-01": 3}',
                    peru, -72.3): peru,
         }
