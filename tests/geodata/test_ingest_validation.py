@@ -200,3 +200,21 @@ def test_iom_file_every_row_accounted_for(engine: Engine, settings: Settings, da
             "SELECT owner_country, dead, missing, survivors, nationalities, occurred_at::date::text "
             "FROM events WHERE source = :s AND source_record_id = '2014.MMP00001'"), {"s": source}).one()
     assert tuple(row) == ("USA", 1, None, None, ["GTM"], "2014-01-06")
+
+
+def test_location_owned_file_loaded_twice_adds_nothing(tmp_path: Path, engine: Engine,
+                                                       settings: Settings) -> None:
+    # Without --country each record belongs to its location country; the second load must still
+    # find every record of the source in the store (across owners) and add nothing.
+    source = unique_source("owners")
+    text = ("fecha,latitud,longitud,país\n"
+            f"2021-02-01,{TAPACHULA[0]},{TAPACHULA[1]},México\n"
+            f"2021-02-02,{BOGOTA[0]},{BOGOTA[1]},Colombia\n")
+    path = write(tmp_path / "owners.csv", text)
+    first = load(engine, settings, path, owner_country=None, source=source)
+    second = load(engine, settings, path, owner_country=None, source=source)
+    assert (first.accepted, second.accepted, second.duplicates) == (2, 0, 2)
+    assert sorted(e["owner_country"] for e in stored(engine, source)) == ["COL", "MEX"]
+    # The same records reported by another office are that office's own, not duplicates.
+    third = load(engine, settings, path, owner_country="GTM", source=source)
+    assert (third.accepted, third.duplicates) == (2, 0)
