@@ -217,6 +217,9 @@ class Worker:
                 except sa.exc.OperationalError as error:
                     log.error("outbox unavailable (%s); retrying", type(error.orig).__name__)
                     wait = self.settings.alerts_poll_s
+                except Exception:  # the worker outlives one bad round; the round rolled back
+                    log.exception("delivery round failed; retrying")
+                    wait = self.settings.alerts_poll_s
                 wait = self.settings.alerts_poll_s if wait is None else min(wait, self.settings.alerts_poll_s)
                 for _ in listener.notifies(timeout=max(wait, 0.01), stop_after=1):
                     pass

@@ -67,6 +67,8 @@ def _receive(server: ThreadingHTTPServer, out_path: str) -> None:
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as web servers receiving webhooks do
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 arrived = time.time()
