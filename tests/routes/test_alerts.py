@@ -166,3 +166,25 @@ def test_run_triggers_fire_once_per_route_and_category_change(engine: Engine) ->
     convergence = alerts_of(engine, sub)[-1]["payload"]
     assert convergence["trigger"] == "route_convergence" and convergence["corridor"]["name"] == "costera"
     assert convergence["route"]["route_key"] == key
+
+
+def test_alerts_commit_or_roll_back_with_their_events(engine: Engine, settings: Settings) -> None:
+    place = (-92.05, 14.95)
+    sub = subscribe(engine, box(*place, 0.01), webhook_url="http://127.0.0.1:9/hook")
+
+    def then_fail(conn: sa.Connection, batch_id: int) -> None:
+        on_loaded(conn, batch_id)
+        assert len(conn.execute(sa.text("SELECT 1 FROM alerts WHERE subscription_id = :s"),
+                                {"s": sub}).all()) == 1  # raised inside the transaction...
+        raise RuntimeError("the batch fails after its alerts were raised")
+
+    collection = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": list(place)},
+         "properties": {"date": "2024-05-02"}}]}
+    with pytest.raises(RuntimeError):
+        ingest_features(engine, collection, settings=settings, name="t", kind="incident", owner_country="MEX",
+                        source=uuid.uuid4().hex, on_loaded=then_fail)
+    assert alerts_of(engine, sub) == []  # ...and gone with the events: no alert without its record
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM deliveries WHERE subscription_id = :s"),
+                            {"s": sub}).scalar_one() == 0
