@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from api import webhooks
 from geodata.db import database_url
-from geodata.errors import InputError
+from geodata.errors import ConfigurationError, InputError
 from geodata.settings import Settings
 from routes.alerts import NOTIFY_CHANNEL
 
@@ -164,8 +164,11 @@ class Worker:
 
     def _post_row(self, row: sa.RowMapping) -> Attempt:
         body = message_body(row["alert_id"], row["created_at"], row["payload"])
-        return post(self.client, row["webhook_url"], row["secret"], message_id(row["alert_id"]), body,
-                    self.settings)
+        try:
+            secret = webhooks.unseal(row["secret"], self.settings)
+        except ConfigurationError as error:
+            return Attempt(None, error.message, None, 0.0)
+        return post(self.client, row["webhook_url"], secret, message_id(row["alert_id"]), body, self.settings)
 
     def _record_failure(self, conn: sa.Connection, row: sa.RowMapping, attempt: Attempt) -> None:
         tries = row["tries"] + 1

@@ -74,7 +74,8 @@ def subscribe(engine: Engine, settings: Settings, principal: Principal,
         corridor_id=request.corridor_id, radius_m=request.radius_m, kinds=tuple(request.kinds),
         crime_types=tuple(request.crime_types), min_persons=request.min_persons,
         webhook_url=request.webhook_url, sse=request.sse)
-    sub_id = create_subscription(engine, sub, scope=principal.scope(), owner=principal.subject, secret=secret)
+    sub_id = create_subscription(engine, sub, scope=principal.scope(), owner=principal.subject,
+                                 secret=webhooks.seal(secret, settings))
     return sub_id, secret
 
 

@@ -21,10 +21,13 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from geodata.errors import InputError
+from cryptography.fernet import Fernet, InvalidToken
+
+from geodata.errors import ConfigurationError, InputError
 from geodata.settings import Settings
 
 SECRET_PREFIX = "whsec_"
+SEALED_PREFIX = "fernet:"
 #: Seconds a receiver accepts between the signed timestamp and its clock (the spec's default).
 TOLERANCE_S = 5 * 60
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -34,6 +37,38 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 def new_secret() -> str:
     """A fresh signing secret: ``whsec_`` + base64 of 24 random bytes."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def _fernet(settings: Settings) -> Fernet:
+    try:
+        return Fernet((settings.webhook_secret_key or "").encode())
+    except (ValueError, TypeError):
+        raise ConfigurationError(
+            "RUTAS_WEBHOOK_SECRET_KEY is not a Fernet key: generate one with "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'.",
+            "RUTAS_WEBHOOK_SECRET_KEY no es una clave Fernet: genere una con "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'.",
+            code="bad_secret_key") from None
+
+
+def seal(secret: str, settings: Settings) -> str:
+    """The secret as stored: encrypted with ``webhook_secret_key`` when one is set, else as it is."""
+    if not settings.webhook_secret_key:
+        return secret
+    return SEALED_PREFIX + _fernet(settings).encrypt(secret.encode()).decode()
+
+
+def unseal(stored: str, settings: Settings) -> str:
+    """The signing secret from its stored form (see :func:`seal`)."""
+    if not stored.startswith(SEALED_PREFIX):
+        return stored
+    try:
+        return _fernet(settings).decrypt(stored.removeprefix(SEALED_PREFIX).encode()).decode()
+    except InvalidToken:
+        raise ConfigurationError(
+            "A webhook secret was sealed with another RUTAS_WEBHOOK_SECRET_KEY: restore that key.",
+            "Un secreto de webhook se cifró con otra RUTAS_WEBHOOK_SECRET_KEY: restaure esa clave.",
+            code="bad_secret_key") from None
 
 
 def _key(secret: str) -> bytes:

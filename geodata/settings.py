@@ -79,6 +79,8 @@ class Settings(BaseSettings):
 
     # alerts
     webhook_allowed_hosts: str = ""
+    # Fernet key (urlsafe base64 of 32 bytes) sealing webhook signing secrets at rest; unset: clear
+    webhook_secret_key: str | None = None
     # seconds: first retry delay (doubled per try, with jitter), longest delay, give-up window
     webhook_retry_base_s: float = 5.0
     webhook_retry_max_s: float = 6 * 3600.0

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import uvicorn
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
@@ -362,3 +363,28 @@ def _up(base: str) -> bool:
         return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_secrets_are_sealed_at_rest(engine: Engine, alert_settings: Settings, keys: dict[str, str]) -> None:
+    sealed = alert_settings.model_copy(update={"webhook_secret_key": Fernet.generate_key().decode()})
+    receiver = Receiver()
+    place = (-92.12, 14.88)
+    with TestClient(create_app(sealed)) as client:
+        created = subscribe(client, keys["border"], receiver.url, place)
+        record(client, keys["steward"], [place])
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT secret FROM subscriptions WHERE id = :id"),
+                              {"id": created["id"]}).scalar_one()
+    assert stored.startswith("fernet:") and created["secret"] not in stored
+    worker = Worker(engine, sealed)
+    try:
+        def arrived() -> bool:
+            worker.deliver_due()
+            return len(receiver.received) == 1
+
+        wait_for(arrived, what="the sealed delivery")
+    finally:
+        worker.close()
+        receiver.stop()
+    headers, body = receiver.received[0]
+    assert webhooks.verify(created["secret"], headers, body)
