@@ -14,7 +14,7 @@ import typer
 
 from geodata import db
 from geodata.settings import Settings, get_settings
-from scripts import cli_api, cli_ingest, cli_maps, cli_network, cli_routes
+from scripts import cli_alerts, cli_api, cli_ingest, cli_maps, cli_network, cli_routes
 from scripts.console import console, friendly_errors, out
 
 Stage = tuple[str, Callable[[Settings], None]]
@@ -24,7 +24,8 @@ STAGES: list[Stage] = [
     ("2. Redes y ajuste a la red / networks and snapping", cli_network.demo_stage),
     ("3. Rutas emergentes / emerging routes", cli_routes.demo_stage),
     ("4. Corredores, riesgo y mapas / corridors, risk and maps", cli_maps.demo_stage),
-    ("5. API: claves de prueba / API: keys to try it", cli_api.demo_stage),
+    ("5. Alertas en la frontera / border alerts", cli_alerts.demo_stage),
+    ("6. API: claves de prueba / API: keys to try it", cli_api.demo_stage),
 ]
 
 
