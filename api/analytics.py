@@ -3,7 +3,8 @@
 What each role sees:
 
 - ``/runs/latest`` and ``/routes/{id}/series``: every role. Runs and routes are aggregates over
-  every country's records (counts, timings, a trend), with no record, position or event id in them.
+  every country's records (counts, timings, a trend), with no record, position or event id in them;
+  a route's counts below k are withheld from callers who may not see all its records in detail.
 - ``/risk``: the bands of the latest risk GeoTIFF (written by ``rutas maps`` / the demo in the
   system scope, EPSG of the file's grid, values as written by :mod:`maps.risk`). Bands made from
   layers the caller's scope may not read are withheld and named in ``withheld``: the event density
@@ -28,6 +29,7 @@ from pyproj import Transformer
 from rasterio.errors import RasterioIOError
 
 from api.auth import Principal
+from api.collections import ROUTE_DETAIL_SQL, ROUTE_EVENT_COUNT_SQL, ROUTE_SCOPE_SQL
 from api.deps import PrincipalDep, StateDep
 from geodata.db import scoped
 from geodata.errors import InputError, RutasError
@@ -95,12 +97,17 @@ def route_series(route_id: int, state: StateDep, principal: PrincipalDep) -> dic
     """The route's events per time slice (``series``: slice start date (UTC) and count, in time
     order; with monthly slices every month from the first to the last is listed, 0 when it had no
     event), its Mann-Kendall ``tau`` and ``p_value`` and the ``trend`` (up, down or none) at the
-    run's ``alpha``."""
-    sql = ("SELECT r.id, r.run_id, r.category, r.trend, r.tau, r.p_value, r.event_count, "
+    run's ``alpha``. When the caller may not see every member record of the route in detail
+    (row-level security of the events), ``event_count`` and each count below k
+    (``settings.k_anonymity``) are null and ``counts_suppressed`` is true."""
+    sql = ("SELECT r.id, r.run_id, r.category, r.trend, r.tau, r.p_value, "
+           f"{ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_DETAIL_SQL} AS detail, "
            "r.first_event, r.last_event, r.monthly_counts, a.parameters FROM routes r "
-           "JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' WHERE r.id = :id")
+           f"JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' {ROUTE_SCOPE_SQL} "
+           "WHERE r.id = :id")
+    k = state.settings.k_anonymity
     with scoped(state.engine, principal.scope()) as conn:
-        row = conn.execute(sa.text(sql), {"id": route_id}).one_or_none()
+        row = conn.execute(sa.text(sql), {"id": route_id, "k": k}).one_or_none()
     if row is None:
         raise _not_found(f"Route {route_id} does not exist (or its run did not succeed): list the routes "
                          "at /collections/routes/items.",
@@ -113,12 +120,18 @@ def route_series(route_id: int, state: StateDep, principal: PrincipalDep) -> dic
         # the run stores only the slices with events: list the empty months between them too
         months = pd.date_range(starts[0], starts[-1], freq="MS")
         starts = sorted({*starts, *(m.date().isoformat() for m in months)})
-    series = [{"start": start, "count": _number(stored.get(start, 0))} for start in starts]
+    counts: list[int | float | None] = [_number(stored.get(start, 0)) for start in starts]
+    if not row.detail:
+        # the caller cannot see every member record in detail: counts below k are withheld
+        counts = [c if c is not None and c >= k else None for c in counts]
+    series = [{"start": start, "count": count} for start, count in zip(starts, counts, strict=True)]
+    suppressed = not row.detail and (row.event_count is None or None in counts)
     return {
         "route_id": int(row.id),
         "run_id": int(row.run_id),
         "category": row.category,
-        "event_count": int(row.event_count),
+        "event_count": None if row.event_count is None else int(row.event_count),
+        "counts_suppressed": suppressed,
         "first_event": row.first_event.isoformat() if row.first_event else None,
         "last_event": row.last_event.isoformat() if row.last_event else None,
         "series": series,

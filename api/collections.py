@@ -168,6 +168,37 @@ LATEST_RUNS_SQL = (
     "SELECT max(id) AS id FROM analysis_runs WHERE status = 'succeeded' GROUP BY counts->'crime_types'"
 )
 
+#: Joined after ``routes r``: ``seen.total`` member events and ``seen.visible`` those the events'
+#: row-level security lets the caller see in detail (the policy applies to ``events ev``, as
+#: ``route_events`` has none); ``months.shown_sum`` / ``months.hidden`` the stored monthly counts
+#: of at least / below ``:k`` (a bind parameter: ``settings.k_anonymity``).
+ROUTE_SCOPE_SQL = (
+    "CROSS JOIN LATERAL (SELECT count(*) AS total, count(ev.id) AS visible FROM route_events re "
+    "LEFT JOIN events ev ON ev.id = re.event_id WHERE re.route_id = r.id) AS seen "
+    "CROSS JOIN LATERAL (SELECT coalesce(sum(m.n) FILTER (WHERE m.n >= :k), 0) AS shown_sum, "
+    "count(*) FILTER (WHERE m.n < :k) AS hidden FROM (SELECT CAST(j.value AS numeric) AS n "
+    "FROM jsonb_each(r.monthly_counts) j) AS m) AS months"
+)
+#: Whether the caller sees every member record of the route in detail (then nothing is suppressed).
+ROUTE_DETAIL_SQL = "(seen.visible = seen.total)"
+#: The route's event count, or NULL when the caller may not see every member in detail and the
+#: count is below k, or the months it suppresses would add up to fewer than k records (so it
+#: cannot be subtracted back out of the months shown).
+ROUTE_EVENT_COUNT_SQL = (
+    f"CASE WHEN {ROUTE_DETAIL_SQL} OR (r.event_count >= :k AND (r.event_count - months.shown_sum = 0 "
+    "OR r.event_count - months.shown_sum >= :k)) THEN r.event_count END"
+)
+#: The stored monthly counts, each below k NULL for callers who may not see every member in detail.
+ROUTE_MONTHLY_SQL = (
+    f"CASE WHEN {ROUTE_DETAIL_SQL} THEN r.monthly_counts ELSE (SELECT coalesce(jsonb_object_agg("
+    "j.key, CASE WHEN CAST(j.value AS numeric) >= :k THEN j.value END), '{}'::jsonb) "
+    "FROM jsonb_each(r.monthly_counts) j) END"
+)
+#: Whether ``event_count`` or any monthly count was withheld from the caller (k-anonymity).
+ROUTE_SUPPRESSED_SQL = (
+    f"(NOT {ROUTE_DETAIL_SQL} AND (months.hidden > 0 OR ({ROUTE_EVENT_COUNT_SQL}) IS NULL))"
+)
+
 ROUTES = Collection(
     id="routes",
     title="Emerging routes / Rutas emergentes",
@@ -176,11 +207,12 @@ ROUTES = Collection(
         "lines, lengths in metres, 'category' the dominant emerging hot-spot category. Routes are "
         "aggregates over the records of every country, so every role sees them; the ids of their "
         "member events go only to roles that read records, and only the events row-level security "
-        "lets the caller see."
+        "lets the caller see. When the caller may not see every member event in detail, event_count "
+        "and each monthly count below k (settings.k_anonymity) are null and counts_suppressed is true."
     ),
     from_sql=(
         "routes r JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' "
-        f"LEFT JOIN ({LATEST_RUNS_SQL}) AS latest ON latest.id = r.run_id"
+        f"LEFT JOIN ({LATEST_RUNS_SQL}) AS latest ON latest.id = r.run_id {ROUTE_SCOPE_SQL}"
     ),
     id_sql="r.id",
     geom_sql="r.geom",
@@ -195,7 +227,8 @@ ROUTES = Collection(
         "category_shares": "r.category_shares",
         "crime_types": "r.crime_types",
         "length_m": "r.length_m",
-        "event_count": "r.event_count",
+        "event_count": ROUTE_EVENT_COUNT_SQL,
+        "counts_suppressed": ROUTE_SUPPRESSED_SQL,
         "trend": "r.trend",
         "tau": "r.tau",
         "p_value": "r.p_value",
@@ -205,7 +238,7 @@ ROUTES = Collection(
                       "AND c.name IS NOT NULL ORDER BY c.name)"),
         "first_event": "r.first_event",
         "last_event": "r.last_event",
-        "monthly_counts": "r.monthly_counts",
+        "monthly_counts": ROUTE_MONTHLY_SQL,
     },
     # route_events has no row-level security of its own: joining events applies the events' policy,
     # so an event id leaves only when the caller may see that event in detail.
@@ -225,7 +258,8 @@ ROUTES = Collection(
         _q("crime_types", "array_to_string(r.crime_types, ',')", "string",
            "crime types joined by commas: use LIKE '%smuggling%'"),
         _q("length_m", "r.length_m", "number", "metres"),
-        _q("event_count", "r.event_count", "integer"),
+        _q("event_count", ROUTE_EVENT_COUNT_SQL, "integer",
+           "null (and not matched) when suppressed for the caller: see counts_suppressed"),
         _q("first_event", "r.first_event", "datetime"),
         _q("last_event", "r.last_event", "datetime"),
     ]),

@@ -16,18 +16,35 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated
 
+import geopandas as gpd
 import pandas as pd
+import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from api import audit
 from api.auth import forbidden
-from api.collections import RECORD_ROLES
+from api.collections import (
+    RECORD_ROLES,
+    ROUTE_EVENT_COUNT_SQL,
+    ROUTE_MONTHLY_SQL,
+    ROUTE_SCOPE_SQL,
+    ROUTE_SUPPRESSED_SQL,
+)
 from api.deps import PrincipalDep, StateDep
 from geodata.db import scoped
-from geodata.errors import RutasError
-from routes.export import PRODUCTS, SUFFIXES, ExportRequest, export
+from geodata.errors import InputError, RutasError
+from routes.export import (
+    PRODUCTS,
+    SUFFIXES,
+    VECTOR_FORMATS,
+    ExportReport,
+    ExportRequest,
+    export,
+    routes_for_export,
+    write_frame,
+)
 
 router = APIRouter(tags=["Exports"])
 
@@ -41,6 +58,42 @@ MEDIA_TYPES = {
 }
 #: Products whose rows are records of a country.
 RECORD_PRODUCTS = frozenset({"events"})
+
+_ROUTE_COUNTS_SQL = (
+    f"SELECT r.id, {ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_MONTHLY_SQL} AS monthly_counts, "
+    f"{ROUTE_SUPPRESSED_SQL} AS counts_suppressed FROM routes r {ROUTE_SCOPE_SQL} "
+    "WHERE r.id = ANY(CAST(:ids AS bigint[]))"
+)
+
+
+def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
+    """The routes product (EPSG:4326) as :func:`routes.export.export` writes it, with ``event_count``
+    and each monthly count below ``k`` null and ``counts_suppressed`` true where the caller may not
+    see every member record in detail (the events' row-level security, counted in SQL)."""
+    if request.format not in VECTOR_FORMATS:
+        raise InputError(f"The routes product cannot be written as {request.format!r}: use one of "
+                         f"{', '.join(VECTOR_FORMATS)}.",
+                         f"El producto routes no se puede escribir como {request.format!r}: use uno de "
+                         f"{', '.join(VECTOR_FORMATS)}.", code="bad_format")
+    frame = routes_for_export(engine, request)
+    with scoped(engine, request.scope) as conn:
+        counts = pd.DataFrame(conn.execute(
+            sa.text(_ROUTE_COUNTS_SQL), {"ids": [int(i) for i in frame["id"]], "k": k}).mappings().all(),
+            columns=["id", "event_count", "monthly_counts", "counts_suppressed"])
+    counts = counts.set_index("id").reindex(frame["id"])
+    # nullable integers: OGR's drivers take Int64; to_json and to_csv write Python ints and None
+    total = counts["event_count"].astype("Int64")
+    event_count = (total.to_numpy() if request.format in ("gpkg", "kml")
+                   else total.astype(object).where(total.notna(), None).to_numpy())
+    frame = frame.assign(event_count=event_count,
+                         monthly_counts=counts["monthly_counts"].to_numpy(),
+                         counts_suppressed=counts["counts_suppressed"].astype(bool).to_numpy())
+    ordered = [c for c in frame.columns if c != "geometry"] + ["geometry"]
+    written = write_frame(gpd.GeoDataFrame(frame[ordered], geometry="geometry", crs="EPSG:4326"),
+                          request.format, request.out, layer="routes", name_column="category")
+    notes = [] if written else ["nothing to export: run `rutas run` first"]
+    return ExportReport(product="routes", format=request.format, path=str(request.out),
+                        features=written, notes=notes)
 
 
 @router.get("/exports/{product}", summary="Export a product as a file", response_class=FileResponse,
@@ -71,7 +124,8 @@ def export_product(
             since=pd.Timestamp(since, tz="UTC") if since else None,
             until=pd.Timestamp(until, tz="UTC") if until else None,
         )
-        report = export(state.engine, product, request)
+        report = (_export_routes(state.engine, request, state.settings.k_anonymity)
+                  if product == "routes" else export(state.engine, product, request))
         if not out.is_file():
             raise RutasError(f"Nothing to export: {'; '.join(report.notes) or 'no features'}.",
                              "Nada que exportar: no hay elementos en el periodo y alcance dados "

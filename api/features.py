@@ -262,7 +262,8 @@ def items(request: Request, collection_id: CollectionP, state: StateDep, princip
                              "colección events, si su rol lo permite.", code="bad_parameter")
         return _cells(request, state, principal, bbox, interval, limit, cursor, cell_km)
     coll = get_collection(state, principal, collection_id)
-    params: dict[str, Any] = {"limit": limit + 1}
+    # k: routes' counts are k-suppressed for callers who cannot see every member in detail
+    params: dict[str, Any] = {"limit": limit + 1, "k": state.settings.k_anonymity}
     where = [coll.extra_where]
     if bbox is not None:
         where.append(f"ST_Intersects({coll.geom_sql}, ST_MakeEnvelope(:bx0, :by0, :bx1, :by1, 4326))")
@@ -360,7 +361,8 @@ def item(request: Request, collection_id: CollectionP, feature_id: FeatureP, sta
     sql = (f"SELECT {_feature_sql(coll, principal.role)} AS feature FROM {coll.from_sql} "
            f"WHERE {coll.extra_where} AND {coll.id_sql} = :fid")
     with scoped(state.engine, principal.scope()) as conn:
-        found = conn.execute(sa.text(sql), {"fid": fid}).scalar_one_or_none()
+        found = conn.execute(sa.text(sql), {"fid": fid, "k": state.settings.k_anonymity}
+                             ).scalar_one_or_none()
         if coll.audit:
             audit.write(conn, who=principal.subject, role=principal.role, country=principal.country,
                         action="item", collection=coll.id, filters={"id": fid},

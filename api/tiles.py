@@ -103,9 +103,10 @@ def tile(state: StateDep, principal: Principal, collection_id: str, z: int, x: i
     coll: Collection | None = None
     if not aggregated:
         coll = get_collection(state, principal, collection_id)
-    params: dict[str, Any] = {"z": z, "x": x, "y": y, "layer": collection_id}
+    params: dict[str, Any] = {"z": z, "x": x, "y": y, "layer": collection_id,
+                              "k": state.settings.k_anonymity}
     if aggregated:
-        params.update(cell_m=WORLD_M / 2**z / CELLS_PER_TILE, k=state.settings.k_anonymity)
+        params.update(cell_m=WORLD_M / 2**z / CELLS_PER_TILE)
         sql = _TILE_CELLS_SQL if z < PRECOMPUTED_LEVELS else _CELLS_SQL
     else:
         assert coll is not None

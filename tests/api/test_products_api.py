@@ -69,10 +69,14 @@ def test_route_series_in_time_order(
     client: TestClient, keys: dict[tuple[str, str | None], str], products: Products
 ) -> None:
     route = list(products.routes)[1]
-    body = client.get(f"/routes/{route}/series", headers=bearer(keys[("prosecutor", "PER")])).json()
+    body = client.get(f"/routes/{route}/series", headers=bearer(keys[("admin", None)])).json()
     # stored as the pipeline does (slices with events only): the empty July is listed with 0
     assert [p["start"] for p in body["series"]] == ["2026-06-01", "2026-07-01", "2026-08-01", "2026-09-01"]
     assert [p["count"] for p in body["series"]] == [1, 0, 1, 2]
+    # Peru sees only its own of the route's records in detail: the months (all below k) are withheld
+    peru = client.get(f"/routes/{route}/series", headers=bearer(keys[("prosecutor", "PER")])).json()
+    assert [p["start"] for p in peru["series"]] == ["2026-06-01", "2026-07-01", "2026-08-01", "2026-09-01"]
+    assert [p["count"] for p in peru["series"]] == [None] * 4 and peru["counts_suppressed"] is True
     assert body["trend"] == "up" and body["tau"] == 0.8 and body["p_value"] == 0.01 and body["alpha"] == 0.05
     missing = client.get("/routes/999999/series", headers=bearer(keys[("analyst", None)]))
     assert missing.status_code == 404 and "/collections/routes/items" in missing.json()["description"]

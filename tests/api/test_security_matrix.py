@@ -7,6 +7,7 @@ policy inside the test and show the matrix then fails.
 
 from __future__ import annotations
 
+import json
 import math
 
 import mapbox_vector_tile
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from api.collections import CORRIDORS, EVENTS, RECORD_ROLES, ROUTES
 from geodata.db import APP_ROLE, Scope, scoped
+from geodata.settings import Settings
 from tests.api.conftest import Products, Record, bearer, expected_corridor, expected_detail
 
 PRINCIPALS = [
@@ -189,11 +191,35 @@ def test_matrix_fails_when_the_policy_is_dropped(
     check_matrix(client, keys, world)
 
 
+def stored_counts(engine: Engine) -> dict[int, tuple[int, dict[str, float]]]:
+    """Every route's stored event count and monthly counts (read as the owner, not through the API)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, event_count, monthly_counts FROM routes")).all()
+    return {int(r.id): (int(r.event_count), dict(r.monthly_counts)) for r in rows}
+
+
+def expected_counts(
+    detail: bool, count: int, monthly: dict[str, float], k: int
+) -> tuple[int | None, dict[str, float | None], bool]:
+    """The k-suppression rule written out: (event_count, monthly_counts, counts_suppressed) a caller
+    gets. Who sees every member record in detail gets the counts; others get each month below k as
+    null, and the total only when it is at least k and the months withheld add up to 0 or at least k
+    (else the total minus the months shown would give them back)."""
+    if detail:
+        return count, dict(monthly), False
+    months: dict[str, float | None] = {m: (v if v >= k else None) for m, v in monthly.items()}
+    rest = count - sum(v for v in months.values() if v is not None)
+    total = count if count >= k and (rest == 0 or rest >= k) else None
+    return total, months, total is None or None in months.values()
+
+
 def check_products_matrix(
-    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products
+    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products,
+    stored: dict[int, tuple[int, dict[str, float]]], k: int,
 ) -> None:
-    """Routes: every role sees every route, member event ids only as far as it may see the events.
-    Corridors: only the owner's office, detail partners and admins. Exports follow the same rules."""
+    """Routes: every role sees every route, member event ids only as far as it may see the events,
+    and its counts k-suppressed unless it may see every member in detail. Corridors: only the owner's
+    office, detail partners and admins. Exports follow the same rules."""
     x, y = _tile_of(-72.4, 7.6, 7)
     for role, country in PRINCIPALS:
         key = keys[(role, country)]
@@ -201,6 +227,13 @@ def check_products_matrix(
 
         allowed = {r.id for r in world if expected_detail(role, country, r)}
         members = {rid: set(ids) & allowed for rid, ids in products.routes.items()}
+        counts = {rid: expected_counts(set(ids) <= allowed, *stored[rid], k)
+                  for rid, ids in products.routes.items()}
+        for rid, (total, months, suppressed) in counts.items():
+            series = client.get(f"/routes/{rid}/series", headers=bearer(key)).json()
+            assert (series["event_count"], series["counts_suppressed"]) == (total, suppressed), who
+            got = {p["start"]: p["count"] for p in series["series"]}
+            assert {m: got[m] for m in months} == months, who
         # routes: items, item by id, tile
         body = client.get("/collections/routes/items", headers=bearer(key)).json()
         assert {f["id"] for f in body["features"]} == set(products.routes), who
@@ -208,6 +241,9 @@ def check_products_matrix(
             props = f["properties"]
             assert set(props) <= set(ROUTES.properties_for(role)), who
             assert props["category"] and props["run_id"] in (products.old_run, products.latest_run)
+            total, months, suppressed = counts[f["id"]]
+            assert (props["event_count"], props["monthly_counts"], props["counts_suppressed"]) == (
+                total, months, suppressed), who
             if role in RECORD_ROLES:
                 assert set(props["event_ids"]) == members[f["id"]], who
             else:
@@ -246,6 +282,11 @@ def check_products_matrix(
         routes = client.get("/exports/routes", params={"format": "geojson"}, headers=bearer(key))
         assert routes.status_code == 200, who
         assert sorted(f["properties"]["id"] for f in routes.json()["features"]) == products.latest_routes
+        for f in routes.json()["features"]:
+            total, months, suppressed = counts[f["properties"]["id"]]
+            exported_months = json.loads(f["properties"]["monthly_counts"])
+            assert (f["properties"]["event_count"], exported_months, f["properties"]["counts_suppressed"]
+                    ) == (total, months, suppressed), who
         assert "event_ids" not in routes.text, who
         events = client.get("/exports/events", params={"format": "geojson"}, headers=bearer(key))
         if role in RECORD_ROLES:
@@ -257,9 +298,10 @@ def check_products_matrix(
 
 
 def test_matrix_of_routes_corridors_and_exports(
-    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products
+    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products,
+    engine: Engine, settings: Settings,
 ) -> None:
-    check_products_matrix(client, keys, world, products)
+    check_products_matrix(client, keys, world, products, stored_counts(engine), settings.k_anonymity)
 
 
 def test_products_matrix_fails_when_the_corridor_policy_is_loosened(
@@ -268,13 +310,15 @@ def test_products_matrix_fails_when_the_corridor_policy_is_loosened(
     world: list[Record],
     products: Products,
     engine: Engine,
+    settings: Settings,
 ) -> None:
+    stored = stored_counts(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE POLICY corridors_open ON corridors FOR SELECT USING (true)"))
     try:
         with pytest.raises(AssertionError):
-            check_products_matrix(client, keys, world, products)
+            check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP POLICY corridors_open ON corridors"))
-    check_products_matrix(client, keys, world, products)
+    check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)

@@ -1,0 +1,125 @@
+"""A route made only of one country's victim-identification records: its counts stay in that country.
+
+DESIGN.md section 6: victim-identification records are shown outside their owning country only
+aggregated, with cells of fewer than k records suppressed. The route below holds Colombia's two
+victim identifications, stored with 14 events (12 in August, 2 in September): Colombia's own
+offices and admins read every count; a Venezuelan prosecutor (detail partner of Colombia, which
+excludes victim records) and an analyst get the August count (12 >= k) and nothing else, in the
+collection, the series, the CQL2 filter and every export format.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pyogrio
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from api.app import create_app
+from geodata.settings import Settings
+from tests.api.conftest import Products, Record, bearer
+
+MONTHLY = {"2026-08-01": 12, "2026-09-01": 2}
+#: (role, country) -> whether the caller sees every member record in detail.
+CALLERS = {
+    ("admin", None): True,
+    ("steward", "COL"): True,
+    ("prosecutor", "COL"): True,
+    ("prosecutor", "VEN"): False,
+    ("analyst", None): False,
+}
+
+
+@pytest.fixture(scope="module")
+def victim_route(engine: Engine, world: list[Record], products: Products) -> Iterator[int]:
+    """The route of Colombia's victim identifications, in the latest run (removed afterwards)."""
+    members = [r.id for r in world if r.owner == "COL" and r.kind == "victim_identification"]
+    with engine.begin() as conn:
+        route_id = int(conn.execute(sa.text(
+            "INSERT INTO routes (run_id, route_key, seen_before, crime_types, category, category_shares, "
+            "length_m, event_count, trend, countries, crossing_ids, first_event, last_event, "
+            "monthly_counts, segment_keys, geom) SELECT run_id, 'victims', false, crime_types, category, "
+            "category_shares, length_m, 14, 'none', ARRAY['COL'], crossing_ids, first_event, last_event, "
+            "CAST(:monthly AS jsonb), segment_keys, geom FROM routes WHERE run_id = :run LIMIT 1 "
+            "RETURNING id"), {"monthly": json.dumps(MONTHLY), "run": products.latest_run}).scalar_one())
+        for event_id in members:
+            conn.execute(sa.text("INSERT INTO route_events (route_id, event_id) VALUES (:r, :e)"),
+                         {"r": route_id, "e": event_id})
+    yield route_id
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM routes WHERE id = :r"), {"r": route_id})
+
+
+def check_victim_route(client: TestClient, keys: dict[tuple[str, str | None], str], route_id: int,
+                       tmp: Path) -> None:
+    """Owners see 14 events and both months; others see August only, the rest null and flagged."""
+    for (role, country), detail in CALLERS.items():
+        key, who = keys[(role, country)], f"{role}/{country}"
+        total = 14 if detail else None
+        months = dict(MONTHLY) if detail else {"2026-08-01": 12, "2026-09-01": None}
+        item = client.get(f"/collections/routes/items/{route_id}", headers=bearer(key)).json()
+        props = item["properties"]
+        assert (props["event_count"], props["monthly_counts"], props["counts_suppressed"]) == (
+            total, months, not detail), who
+        series = client.get(f"/routes/{route_id}/series", headers=bearer(key)).json()
+        assert (series["event_count"], series["counts_suppressed"]) == (total, not detail), who
+        assert [(p["start"], p["count"]) for p in series["series"]] == list(months.items()), who
+        # a filter on the count must not tell the hidden count either
+        probe = client.get("/collections/routes/items", params={"filter": "event_count = 14"},
+                           headers=bearer(key)).json()
+        assert (route_id in {f["id"] for f in probe["features"]}) == detail, who
+        for fmt in ("geojson", "csv", "parquet", "gpkg", "kml"):
+            response = client.get("/exports/routes", params={"format": fmt}, headers=bearer(key))
+            assert response.status_code == 200, f"{who} {fmt}"
+            row = _exported_row(response.content, fmt, tmp)
+            assert json.loads(str(row["monthly_counts"])) == months, f"{who} {fmt}"
+            assert _number(row["event_count"]) == total, f"{who} {fmt}"
+            assert str(row["counts_suppressed"]).lower() in (
+                {"true", "1"} if not detail else {"false", "0"}), f"{who} {fmt}"
+
+
+def _exported_row(content: bytes, fmt: str, tmp: Path) -> dict[str, Any]:
+    """The exported properties of the victims' route, read back as a user's tool would."""
+    if fmt == "geojson":
+        rows = [f["properties"] for f in json.loads(content)["features"]]
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(content.decode("utf-8"))))
+    else:
+        path = tmp / f"routes.{fmt}"
+        path.write_bytes(content)
+        frame = gpd.read_parquet(path) if fmt == "parquet" else pyogrio.read_dataframe(path)
+        rows = frame.drop(columns="geometry").to_dict("records")
+    # by its key: KML readers take a placemark's "id" for the placemark's own id
+    return next(r for r in rows if r["route_key"] == "victims")
+
+
+def _number(value: Any) -> int | None:
+    """An exported count as an int, None when empty (null, NaN or an empty CSV/KML field)."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(float(value))
+
+
+def test_victim_route_counts_stay_in_the_owning_country(
+    client: TestClient, keys: dict[tuple[str, str | None], str], victim_route: int, tmp_path: Path
+) -> None:
+    check_victim_route(client, keys, victim_route, tmp_path)
+
+
+def test_the_check_fails_without_suppression(
+    settings: Settings, keys: dict[tuple[str, str | None], str], victim_route: int, tmp_path: Path
+) -> None:
+    """With k = 0 nothing is suppressed: other countries then read 14 and 2, and the check fails."""
+    unsuppressed = create_app(settings.model_copy(update={"k_anonymity": 0}))
+    with TestClient(unsuppressed) as open_client, pytest.raises(AssertionError):
+        check_victim_route(open_client, keys, victim_route, tmp_path)
