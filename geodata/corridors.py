@@ -310,9 +310,13 @@ def load_corridors(
 
 
 def read_stored_corridors(engine: Engine, scope: Scope) -> gpd.GeoDataFrame:
-    """The active corridors ``scope`` may see (row-level security decides), EPSG:4326."""
+    """The active corridors ``scope`` may see (row-level security decides), EPSG:4326.
+
+    ``corridor_id`` is the stored ``corridors.id``.
+    """
     sql = (
-        "SELECT c.kind, c.owner_country, c.name, c.source, c.confidence, c.valid_from, c.valid_to, "
+        "SELECT c.id AS corridor_id, c.kind, c.owner_country, c.name, c.source, c.confidence, "
+        "c.valid_from, c.valid_to, "
         "c.illustrative, c.note, c.geom FROM corridors c JOIN reference_layers l ON l.id = c.layer_id "
         "WHERE l.active ORDER BY c.id"
     )

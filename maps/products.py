@@ -13,7 +13,6 @@ from datetime import date
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -31,6 +30,11 @@ from routes.overlap import (
     convergence_zones,
     joint_operation_candidates,
     route_corridor_overlap,
+)
+from routes.overlap_store import (
+    read_corridor_overlaps,
+    read_joint_operations,
+    stored_run_ids,
 )
 from routes.pipeline import read_routes
 
@@ -216,20 +220,35 @@ def export_risk(engine: Engine, request: ExportRequest) -> int:
     return len(report.bands)
 
 
+def _latest_stored_runs(engine: Engine, request: ExportRequest, routes: gpd.GeoDataFrame) -> list[int]:
+    """The runs asked for (or of the routes read) whose overlap products are stored."""
+    wanted = list(request.run_ids) if request.run_ids else sorted({int(r) for r in routes["run_id"]})
+    return stored_run_ids(engine, wanted) if wanted else []
+
+
 def corridors_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataFrame:
     """``rutas export corridors``: each corridor the scope may see with its overlap with each route.
 
     One row per (corridor, route) pair that shares length (and one per corridor sharing none),
     figures of :func:`routes.overlap.route_corridor_overlap`, geometry of the corridor, EPSG:4326.
+    The figures are the stored ones (``corridor_overlaps``, under row-level security) of the
+    runs asked for, else of the latest run per crime-type group; runs stored before those
+    products existed are computed on the fly.
     """
     params = ProductParams()
     corridors = read_stored_corridors(engine, request.scope)
-    corridors["corridor_id"] = np.arange(1, len(corridors) + 1)
     routes = read_routes(engine, list(request.run_ids) if request.run_ids else None, request.scope)
-    if not routes.empty:
-        routes["route_id"] = routes["id"]
-    crossings = _read_frame(engine, "SELECT id AS crossing_id, geom FROM crossings")
-    overlap = route_corridor_overlap(routes, corridors, buffer_m=params.overlap_buffer_m, crossings=crossings)
+    runs = _latest_stored_runs(engine, request, routes)
+    if runs:
+        overlap = read_corridor_overlaps(engine, runs, request.scope)
+        overlap = overlap[overlap["route_id"].isin(routes["id"])].drop(columns=["run_id", "owner_country"])
+    else:
+        if not routes.empty:
+            routes["route_id"] = routes["id"]
+        crossings = _read_frame(engine, "SELECT id AS crossing_id, geom FROM crossings")
+        overlap = route_corridor_overlap(
+            routes, corridors, buffer_m=params.overlap_buffer_m, crossings=crossings
+        )
     merged = corridors.merge(overlap.drop(columns=["kind"]), on="corridor_id", how="left")
     merged["illustrative"] = merged["illustrative"].astype(bool)
     return gpd.GeoDataFrame(merged, geometry="geometry", crs="EPSG:4326")
@@ -248,12 +267,21 @@ def joint_operations_for_export(engine: Engine, request: ExportRequest) -> gpd.G
 
     Computed across countries: the records behind each route are counted per owner country with
     the system scope (counts only leave this function, for every office), the routes and
-    corridors are those the request's scope may see.
+    corridors are those the request's scope may see. The stored candidates of the runs asked
+    for (else of the latest run per crime-type group) are read when they exist
+    (:func:`routes.overlap_store.read_joint_operations`: counts under k shown as ``<k``).
     """
     params = ProductParams()
     routes = read_routes(engine, list(request.run_ids) if request.run_ids else None, request.scope)
     if routes.empty:
         return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs="EPSG:4326")
+    runs = _latest_stored_runs(engine, request, routes)
+    if runs:
+        stored = read_joint_operations(engine, runs, request.scope, k=params.k)
+        # routes the scope may not see are left out of the candidates' lists
+        visible = set(routes["id"].astype(int))
+        stored["route_ids"] = stored["route_ids"].map(lambda ids: [i for i in ids if i in visible])
+        return stored[stored["route_ids"].map(len) > 0].reset_index(drop=True)
     routes["route_id"] = routes["id"]
     with scoped(engine) as conn:
         counts = conn.execute(sa.text(_ROUTE_RECORDS_SQL), {"ids": routes["id"].tolist()}).all()

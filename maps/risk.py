@@ -11,7 +11,8 @@ Bands (all float32, grid CRS in metres, see :class:`maps.kde.Grid`):
     that category, weighted by their event count, smoothed with the same kernel.
 ``corridor_convergence``
     Share (0-1) of the layers present within ``convergence_m`` of the cell among a migrant route
-    and every kind of trafficking corridor of the run (1 = a route and every kind meet there).
+    and every kind of trafficking corridor of the run (1 = a route and every kind meet there;
+    0 everywhere when the reader sees no corridor).
 ``crossing_proximity``
     ``exp(-d / crossing_scale_m)``, d the distance in metres to the nearest border crossing.
 ``risk``
@@ -199,7 +200,8 @@ class _BandMaker:
         corridors = _lines_in_grid(inputs.corridors, grid)
         # a route and each corridor kind are the layers whose meeting the convergence band counts
         self.reach_shapes: list[list[tuple[object, float]]] = []
-        if routes is not None:
+        # without a corridor there is nothing to converge with: the band stays 0
+        if routes is not None and corridors is not None and len(corridors):
             self.reach_shapes.append([(g, 1.0) for g in routes.geometry.buffer(params.convergence_m)])
         if corridors is not None:
             for _, group in corridors.groupby("kind"):

@@ -38,6 +38,7 @@ from geodata.tables import CRIME_TYPES, EVENT_KINDS
 from routes.alerts import raise_run_alerts
 from routes.analysis import AnalysisParams, analyse
 from routes.cube import CubeFilter
+from routes.overlap_store import store_overlap_products
 from routes.segments import cut_segments
 from routes.snapping import snap_pending
 
@@ -530,6 +531,10 @@ def _run_group(
         with scoped(engine) as conn:
             ids = _write_routes(conn, run_id, routes, result.cube.slice_starts, crime_types)
             timings["write"] = round(time.perf_counter() - clock, 3)
+            # overlap products (corridor overlaps, convergence zones, joint operations) of this run
+            clock = time.perf_counter()
+            counts.update(store_overlap_products(conn, run_id, routes.assign(id=ids), mine, crossings))
+            timings["overlap"] = round(time.perf_counter() - clock, 3)
             conn.execute(
                 sa.text(
                     "UPDATE analysis_runs SET status = 'succeeded', finished_at = now(), "

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+import sqlalchemy as sa
 from PIL import Image
 from playwright.sync_api import sync_playwright
 from sqlalchemy.engine import Engine
@@ -195,6 +196,10 @@ def test_products_write_a_georeferenced_tif_and_a_non_blank_png(store: Engine, t
 def test_an_offices_corridors_reach_only_maps_its_scope_may_see(
     store: Engine, settings: Settings, tmp_path: Path
 ) -> None:
+    # corridors other tests left loaded would fill the convergence band in every scope
+    with store.begin() as conn:
+        conn.execute(sa.text("DELETE FROM corridors"))
+        conn.execute(sa.text("DELETE FROM reference_layers WHERE kind = 'corridors'"))
     path = tmp_path / "secret.geojson"
     path.write_text(
         '{"type": "FeatureCollection", "features": [{"type": "Feature", '
