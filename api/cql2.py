@@ -70,6 +70,17 @@ class SqlFilter:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+def _literal_text(node: Any) -> str | None:
+    """The text literal of ``node``, also inside CASEI/ACCENTI/LOWER/UPPER; None for anything else."""
+    wrappers = ("casei", "accenti", "lower", "upper")
+    while isinstance(node, dict) and str(node.get("op", "")).lower() in wrappers:
+        args = node.get("args")
+        if not isinstance(args, list) or len(args) != 1:
+            return None
+        node = args[0]
+    return node if isinstance(node, str) else None
+
+
 def _bad(message: str, message_es: str) -> InputError:
     return InputError(
         f"Bad filter: {message} Fix the filter parameter (CQL2 text or JSON).",
@@ -265,6 +276,12 @@ class _Translator:
             right, rt = self.scalar(b)
             if lt != "string" or rt != "string":
                 raise _bad("LIKE needs text on both sides.", "LIKE necesita texto en ambos lados.")
+            pattern = _literal_text(b)
+            if pattern is not None and (len(pattern) - len(pattern.rstrip("\\"))) % 2:
+                raise _bad(f"the LIKE pattern {pattern!r} ends with a lone backslash, the escape "
+                           "character: double it to match a backslash.",
+                           f"el patrón LIKE {pattern!r} termina en una barra invertida sola, el carácter "
+                           "de escape: duplíquela para buscar una barra invertida.")
             return f"({left} LIKE {right})"
         if op == "between":
             a, lo, hi = self._args(node, 3)
