@@ -5,20 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
+import shapely.ops
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from geodata.corridors import load_corridors
-from geodata.db import Scope
+from geodata.db import Scope, scoped
 from geodata.settings import Settings
 from maps.products import corridors_for_export, joint_operations_for_export
 from routes.analysis import AnalysisParams
 from routes.export import ExportRequest
-from routes.overlap_store import read_convergence_zones, read_corridor_overlaps
-from routes.pipeline import RunSummary, run_pipeline
+from routes.overlap_store import (
+    read_convergence_zones,
+    read_corridor_overlaps,
+    read_joint_operations,
+    store_overlap_products,
+)
+from routes.pipeline import RunSummary, read_routes, run_pipeline
 from routes.synthetic import Scenario
 from tests.routes.store_scenario import store_scenario
 
@@ -46,10 +53,22 @@ def stored(
     scenario, _ = store_scenario(engine, settings, data_dir, tmp)
     planted = scenario.planted[scenario.planted["behaviour"] == "intensifying"].geometry.iloc[0]
     # a drug corridor of Guatemala's office on the planted route, a fuel one of Honduras' 1 km off
-    load_corridors(engine, _corridor_file(tmp / "drug.geojson", planted), settings=settings,
-                   kind="drug", country="GTM", source="tests")
-    load_corridors(engine, _corridor_file(tmp / "fuel.geojson", shapely.affinity.translate(planted, 0, 0.01)),
-                   settings=settings, kind="fuel", country="HND", source="tests")
+    load_corridors(
+        engine,
+        _corridor_file(tmp / "drug.geojson", planted),
+        settings=settings,
+        kind="drug",
+        country="GTM",
+        source="tests",
+    )
+    load_corridors(
+        engine,
+        _corridor_file(tmp / "fuel.geojson", shapely.affinity.translate(planted, 0, 0.01)),
+        settings=settings,
+        kind="fuel",
+        country="HND",
+        source="tests",
+    )
     runs = run_pipeline(engine, settings, PARAMS)
     assert len(runs) == 1
     return scenario, runs[0]
@@ -61,12 +80,16 @@ def test_run_stores_its_overlaps_and_zones_and_counts_them(
     _, run = stored
     with engine.connect() as conn:
         stored_counts = {
-            table: int(conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE run_id = :r"),
-                                    {"r": run.run_id}).scalar_one())
+            table: int(
+                conn.execute(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE run_id = :r"), {"r": run.run_id}
+                ).scalar_one()
+            )
             for table in ("corridor_overlaps", "convergence_zones", "joint_operations")
         }
-        recorded = conn.execute(sa.text("SELECT counts FROM analysis_runs WHERE id = :r"),
-                                {"r": run.run_id}).scalar_one()
+        recorded = conn.execute(
+            sa.text("SELECT counts FROM analysis_runs WHERE id = :r"), {"r": run.run_id}
+        ).scalar_one()
     assert {k: run.counts[k] for k in stored_counts} == stored_counts
     assert {k: recorded[k] for k in stored_counts} == stored_counts
     assert "overlap" in run.timings_s
@@ -105,7 +128,63 @@ def test_another_office_does_not_read_corridor_derived_rows(
     assert set(exported["owner_country"]) == {"GTM"}
     mine = read_corridor_overlaps(engine, runs, GTM)
     pd.testing.assert_series_equal(
-        exported.dropna(subset=["route_id"]).sort_values("score", ascending=False)["shared_km"]
+        exported.dropna(subset=["route_id"])
+        .sort_values("score", ascending=False)["shared_km"]
         .reset_index(drop=True),
         mine["shared_km"].reset_index(drop=True),
     )
+
+
+def test_joint_operations_are_stored_with_counts_and_read_with_the_readers_zones(
+    engine: Engine, stored: tuple[Scenario, RunSummary]
+) -> None:
+    _, run = stored
+    routes = read_routes(engine, [run.run_id])
+    zones = read_convergence_zones(engine, [run.run_id], Scope(role="admin"))
+    route = routes[routes["id"] == zones["route_id"].iloc[0]].iloc[0]
+    # a crossing on the converging route, whose records come from two offices (14 and 3 records)
+    point = zones.geometry.iloc[0].representative_point()
+    point = shapely.ops.nearest_points(route.geometry, point)[0]
+    crossings = gpd.GeoDataFrame({"id": [900001], "name": ["Paso de prueba"]}, geometry=[point], crs=4326)
+    with engine.connect() as conn:
+        members = [
+            int(e)
+            for (e,) in conn.execute(
+                sa.text("SELECT event_id FROM route_events WHERE route_id = :r ORDER BY event_id"),
+                {"r": int(route["id"])},
+            )
+        ]
+    assert len(members) >= 17
+    events = pd.DataFrame(
+        {
+            "event_id": members[:17],
+            "lon": point.x,
+            "lat": point.y,
+            "occurred_at": pd.Timestamp("2024-01-01", tz="UTC"),
+            "owner_country": ["SLV"] * 14 + ["GTM"] * 3,
+        }
+    )
+    one = routes[routes["id"] == route["id"]].assign(event_ids=[members[:17]], crossing_ids=[[900001]])
+    with scoped(engine) as conn:
+        run_id = int(
+            conn.execute(
+                sa.text(
+                    "INSERT INTO analysis_runs (status, parameters, filters, code_version) "
+                    "VALUES ('succeeded', '{}', '{}', 'tests') RETURNING id"
+                )
+            ).scalar_one()
+        )
+        written = store_overlap_products(conn, run_id, one, events, crossings, k=11)
+    assert written["joint_operations"] == 1 and written["convergence_zones"] >= 1
+    admin = read_joint_operations(engine, [run_id], Scope(role="admin"))
+    salvador = read_joint_operations(engine, [run_id], SLV)
+    row = admin.iloc[0]
+    assert row["name"] == "Paso de prueba" and row["countries"] == "GTM,SLV"
+    # Guatemala's 3 records are under k: stored as null, shown as <11 to every reader
+    assert row["records_by_country"] == {"GTM": "<11", "SLV": 14}
+    assert row["route_ids"] == [int(route["id"])]
+    # the corridor term counts only for a reader who may see the convergence zone
+    assert bool(row["in_convergence_zone"]) and not bool(salvador.iloc[0]["in_convergence_zone"])
+    assert row["score"] == pytest.approx(salvador.iloc[0]["score"] + 0.15)
+    with scoped(engine) as conn:
+        conn.execute(sa.text("DELETE FROM analysis_runs WHERE id = :r"), {"r": run_id})

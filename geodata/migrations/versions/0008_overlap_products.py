@@ -47,8 +47,13 @@ TABLES = ("corridor_overlaps", "convergence_zones", "joint_operations")
 def _run_columns() -> list[sa.Column[int]]:
     return [
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("run_id", sa.BigInteger, sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
-                  nullable=False, index=True),
+        sa.Column(
+            "run_id",
+            sa.BigInteger,
+            sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
     ]
 
 
@@ -65,8 +70,9 @@ def upgrade() -> None:
         "corridor_overlaps",
         *_run_columns(),
         sa.Column("route_id", sa.BigInteger, sa.ForeignKey("routes.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("corridor_id", sa.BigInteger, sa.ForeignKey("corridors.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "corridor_id", sa.BigInteger, sa.ForeignKey("corridors.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("owner_country", sa.CHAR(3), nullable=False),
         sa.Column("kind", sa.Text, nullable=False),
         sa.Column("route_km", sa.Float, nullable=False),
