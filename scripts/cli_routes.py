@@ -183,6 +183,11 @@ def print_runs(runs: list[RunSummary]) -> None:
             f"{c.get('routes', 0)} rutas / routes ({c.get('routes_new', 0)} nuevas / new)"
         )
         out.print(
+            f"Solapes con corredores / corridor overlaps: {c.get('corridor_overlaps', 0)}, "
+            f"zonas de convergencia / convergence zones: {c.get('convergence_zones', 0)}, "
+            f"candidatos a operaciones conjuntas / joint-operation candidates: {c.get('joint_operations', 0)}"
+        )
+        out.print(
             f"[dim]parámetros / parameters: {run.parameters}  ·  código / code: {run.code_version}  ·  "
             f"tiempos / timings (s): {run.timings_s}[/]"
         )
