@@ -22,10 +22,11 @@ Stage = tuple[str, Callable[[Settings], None]]
 STAGES: list[Stage] = [
     ("1. Registros: carga de incidentes OIM / records: loading IOM incidents", cli_ingest.demo_stage),
     ("2. Redes y ajuste a la red / networks and snapping", cli_network.demo_stage),
-    ("3. Rutas emergentes / emerging routes", cli_routes.demo_stage),
-    ("4. Corredores, riesgo y mapas / corridors, risk and maps", cli_maps.demo_stage),
-    ("5. Alertas en la frontera / border alerts", cli_alerts.demo_stage),
-    ("6. API: claves de prueba / API: keys to try it", cli_api.demo_stage),
+    ("3. Corredores (ilustrativos) / corridors (illustrative)", cli_maps.demo_corridors_stage),
+    ("4. Rutas emergentes / emerging routes", cli_routes.demo_stage),
+    ("5. Riesgo y mapas / risk and maps", cli_maps.demo_stage),
+    ("6. Alertas en la frontera / border alerts", cli_alerts.demo_stage),
+    ("7. API: claves de prueba / API: keys to try it", cli_api.demo_stage),
 ]
 
 

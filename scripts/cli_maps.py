@@ -105,9 +105,8 @@ def register(app: typer.Typer) -> None:
             _print_paths(paths)
 
 
-def demo_stage(settings: Settings) -> None:
-    """Load the illustrative corridors, write the HTML map, the PNG and the GeoTIFF of the demo data
-    and print their paths."""
+def demo_corridors_stage(settings: Settings) -> None:
+    """Load the illustrative corridors (before ``rutas run``, so the run stores its overlaps)."""
     engine = db.get_engine(settings)
     for kind in ("drug", "fuel", "arms"):
         report = _corridors.load_corridors(
@@ -122,6 +121,12 @@ def demo_stage(settings: Settings) -> None:
             f"Corredores ilustrativos (no son inteligencia) / illustrative corridors (not intelligence): "
             f"{kind}: {report.feature_count}"
         )
+
+
+def demo_stage(settings: Settings) -> None:
+    """Write the HTML map, the PNG and the GeoTIFF of the demo data, print their paths and the
+    joint-operation candidates."""
+    engine = db.get_engine(settings)
     params = ProductParams(cell_km=settings.aggregate_cell_km, k=settings.k_anonymity, slice=DEMO_SLICE)
     with console.status("Dibujando los mapas / drawing the maps"):
         paths = make_products(engine, Path(settings.state_dir) / "products", params=params)
