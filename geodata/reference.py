@@ -192,20 +192,7 @@ def load_crossings(
     with scoped(engine) as conn:
         _lock(conn)
         layer_id, report.replaced_layer_id = _new_layer(conn, report, len(points))
-        _copy(
-            conn,
-            "crossings",
-            ("layer_id", "name", "official", "country_a", "country_b", "geom"),
-            zip(
-                [layer_id] * len(points),
-                _texts(points["name"]),
-                [True] * len(points),
-                _texts(points["country_a"]),
-                _texts(points["country_b"]),
-                _ewkb(np.asarray(points.geometry.values)),
-                strict=True,
-            ),
-        )
+        _copy_crossings(conn, layer_id, points, official=True)
         _retire(conn, "crossings", layer_id)
         report.details = {
             "country_pairs_from_borders": _fill_crossing_countries(conn, settings.border_near_km * 1000.0)
@@ -330,20 +317,7 @@ def _refresh_inferred_crossings(conn: Connection, settings: Settings) -> int | N
         "inferred_crossings", "", f"roads layer {layers['roads']} x borders layer {layers['borders']}", ""
     )
     layer_id, _ = _new_layer(conn, report, len(inferred))
-    _copy(
-        conn,
-        "crossings",
-        ("layer_id", "name", "official", "country_a", "country_b", "geom"),
-        zip(
-            [layer_id] * len(inferred),
-            _texts(inferred["name"]),
-            [False] * len(inferred),
-            _texts(inferred["country_a"]),
-            _texts(inferred["country_b"]),
-            _ewkb(np.asarray(inferred.geometry.values)),
-            strict=True,
-        ),
-    )
+    _copy_crossings(conn, layer_id, inferred, official=False)
     _retire(conn, "inferred_crossings", layer_id)
     return len(inferred)
 
@@ -373,6 +347,24 @@ def _ewkb(geoms: np.ndarray[Any, Any]) -> list[str]:
 
 def _texts(values: Iterable[Any]) -> list[str | None]:
     return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+
+
+def _copy_crossings(conn: Connection, layer_id: int, points: gpd.GeoDataFrame, *, official: bool) -> None:
+    """Store crossing points (columns name, country_a, country_b; EPSG:4326) under ``layer_id``."""
+    _copy(
+        conn,
+        "crossings",
+        ("layer_id", "name", "official", "country_a", "country_b", "geom"),
+        zip(
+            [layer_id] * len(points),
+            _texts(points["name"]),
+            [official] * len(points),
+            _texts(points["country_a"]),
+            _texts(points["country_b"]),
+            _ewkb(np.asarray(points.geometry.values)),
+            strict=True,
+        ),
+    )
 
 
 def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -257,8 +257,8 @@ def make_scenario(edges: gpd.GeoDataFrame, *, behaviours: Sequence[str] = BEHAVI
         "lat": xy[:, 1],
         "occurred_at": occurred,
         "kind": rng.choice(["incident", "interception"], len(row)),
-        "crime_type": "smuggling_of_migrants",
-        "owner_country": edges["country"].to_numpy()[row] if "country" in edges.columns else "XXX",
+        "crime_type": "smuggling",
+        "owner_country": edges["country"].to_numpy()[row] if "country" in edges.columns else "UNK",
         "weight": rng.integers(1, 6, len(row)).astype(np.float64),
         "planted": planted,
     })

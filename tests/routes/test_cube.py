@@ -164,7 +164,7 @@ def events_frame() -> pd.DataFrame:
         "occurred_at": pd.to_datetime(["2024-01-05 10:00", "2024-03-31 23:59", "2024-03-01 00:00",
                                        "2024-02-10 08:30", "2024-02-11 12:00", "2023-12-31 23:00"], utc=True),
         "kind": ["incident", "incident", "interception", "incident", "incident", "incident"],
-        "crime_type": ["smuggling_of_migrants"] * 5 + ["trafficking_in_persons"],
+        "crime_type": ["smuggling"] * 5 + ["trafficking"],
         "owner_country": ["SLV", "SLV", "SLV", "HND", "SLV", "SLV"],
         "weight": [2.0, 3.0, np.nan, 1.0, 4.0, 1.0],
     })
@@ -174,7 +174,7 @@ def test_cube_counts_units_with_events_only() -> None:
     edges = make_edges([[(0.0, 0.0), (0.2246, 0.0)], [(0.2246, 0.0), (0.25, 0.0)]], [(1, 2), (2, 3)])
     seg = cut_segments(edges, 10.0)
     period = CubeFilter(since=pd.Timestamp("2024-01-01"), until=pd.Timestamp("2024-04-01"),
-                        crime_types=("smuggling_of_migrants", "trafficking_in_persons"))
+                        crime_types=("smuggling", "trafficking"))
     cube = build_cube(events_frame(), seg, filters=period)
     assert cube.n_slices == 3
     # Segment 1 (middle of edge 1) never had an event: it is not a unit.
@@ -191,7 +191,7 @@ def test_weekly_cube() -> None:
     seg = cut_segments(edges, 10.0)
     cube = build_cube(events_frame(), seg, slice="week", filters=CubeFilter(
         since=pd.Timestamp("2024-02-01"), until=pd.Timestamp("2024-03-02"),
-        crime_types=("smuggling_of_migrants",)))
+        crime_types=("smuggling",)))
     # Weeks start on Monday 2024-01-29; events of 10, 11 Feb and 1 Mar fall in weeks 1, 1 and 4.
     assert cube.slice_starts[0] == pd.Timestamp("2024-01-29", tz="UTC") and cube.n_slices == 5
     assert sorted(cube.event_slice.tolist()) == [1, 1, 4]
@@ -202,22 +202,22 @@ def test_cube_filters() -> None:
     edges = make_edges([[(0.0, 0.0), (0.2246, 0.0)], [(0.2246, 0.0), (0.25, 0.0)]], [(1, 2), (2, 3)])
     seg = cut_segments(edges, 10.0)
     only = build_cube(events_frame(), seg, filters=CubeFilter(
-        kinds=("incident",), owner_countries=("SLV",), crime_types=("smuggling_of_migrants",)))
+        kinds=("incident",), owner_countries=("SLV",), crime_types=("smuggling",)))
     assert sorted(only.event_ids.tolist()) == [1, 2, 5]
     # Without a period the cube spans the first to the last event that passes the filters.
     assert only.slice_starts[0] == pd.Timestamp("2024-01-01", tz="UTC") and only.n_slices == 3
-    trafficking = build_cube(events_frame(), seg, filters=CubeFilter(crime_types=("trafficking_in_persons",)))
+    trafficking = build_cube(events_frame(), seg, filters=CubeFilter(crime_types=("trafficking",)))
     assert trafficking.event_ids.tolist() == [6] and trafficking.values.tolist() == [[1.0]]
     with pytest.raises(InputError, match="No event"):
         build_cube(events_frame(), seg, filters=CubeFilter(owner_countries=("GTM",),
-                                                            crime_types=("smuggling_of_migrants",)))
+                                                            crime_types=("smuggling",)))
     with pytest.raises(InputError, match="fraction"):
         build_cube(events_frame().drop(columns="fraction"), seg)
     # Trafficking and smuggling are never merged unless both are asked for.
     with pytest.raises(InputError, match="several crime types"):
         build_cube(events_frame(), seg)
     both = build_cube(events_frame(), seg, filters=CubeFilter(
-        crime_types=("smuggling_of_migrants", "trafficking_in_persons")))
+        crime_types=("smuggling", "trafficking")))
     assert len(both.event_ids) == 6
 
 
