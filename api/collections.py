@@ -199,6 +199,17 @@ ROUTE_SUPPRESSED_SQL = (
     f"(NOT {ROUTE_DETAIL_SQL} AND (months.hidden > 0 OR ({ROUTE_EVENT_COUNT_SQL}) IS NULL))"
 )
 
+#: First and last event dates: for callers who may not see every member in detail, only the start
+#: of the first and last slice holding at least k records (an exact date could single out a victim).
+ROUTE_FIRST_EVENT_SQL = (
+    f"CASE WHEN {ROUTE_DETAIL_SQL} THEN r.first_event ELSE (SELECT min(CAST(j.key AS timestamptz)) "
+    "FROM jsonb_each(r.monthly_counts) j WHERE CAST(j.value AS numeric) >= :k) END"
+)
+ROUTE_LAST_EVENT_SQL = (
+    f"CASE WHEN {ROUTE_DETAIL_SQL} THEN r.last_event ELSE (SELECT max(CAST(j.key AS timestamptz)) "
+    "FROM jsonb_each(r.monthly_counts) j WHERE CAST(j.value AS numeric) >= :k) END"
+)
+
 ROUTES = Collection(
     id="routes",
     title="Emerging routes / Rutas emergentes",
@@ -208,7 +219,8 @@ ROUTES = Collection(
         "aggregates over the records of every country, so every role sees them; the ids of their "
         "member events go only to roles that read records, and only the events row-level security "
         "lets the caller see. When the caller may not see every member event in detail, event_count "
-        "and each monthly count below k (settings.k_anonymity) are null and counts_suppressed is true."
+        "and each monthly count below k (settings.k_anonymity) are null and counts_suppressed is true, "
+        "and first_event/last_event are the starts of the first/last slice holding at least k records."
     ),
     from_sql=(
         "routes r JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' "
@@ -217,7 +229,7 @@ ROUTES = Collection(
     id_sql="r.id",
     geom_sql="r.geom",
     geometry_type="MultiLineString",
-    time_sql="r.last_event",
+    time_sql=f"({ROUTE_LAST_EVENT_SQL})",
     properties={
         "run_id": "r.run_id",
         "latest": "latest.id IS NOT NULL",
@@ -236,8 +248,8 @@ ROUTES = Collection(
         "crossing_ids": "r.crossing_ids",
         "crossings": ("ARRAY(SELECT c.name FROM crossings c WHERE c.id = ANY(r.crossing_ids) "
                       "AND c.name IS NOT NULL ORDER BY c.name)"),
-        "first_event": "r.first_event",
-        "last_event": "r.last_event",
+        "first_event": ROUTE_FIRST_EVENT_SQL,
+        "last_event": ROUTE_LAST_EVENT_SQL,
         "monthly_counts": ROUTE_MONTHLY_SQL,
     },
     # route_events has no row-level security of its own: joining events applies the events' policy,
@@ -260,8 +272,10 @@ ROUTES = Collection(
         _q("length_m", "r.length_m", "number", "metres"),
         _q("event_count", ROUTE_EVENT_COUNT_SQL, "integer",
            "null (and not matched) when suppressed for the caller: see counts_suppressed"),
-        _q("first_event", "r.first_event", "datetime"),
-        _q("last_event", "r.last_event", "datetime"),
+        _q("first_event", ROUTE_FIRST_EVENT_SQL, "datetime",
+           "for callers who may not see every member record: start of the first slice with >= k records"),
+        _q("last_event", ROUTE_LAST_EVENT_SQL, "datetime",
+           "for callers who may not see every member record: start of the last slice with >= k records"),
     ]),
     required_table="routes",
     tile_text=frozenset({"category_shares", "crime_types", "countries", "crossing_ids", "crossings",

@@ -28,6 +28,8 @@ from api.auth import forbidden
 from api.collections import (
     RECORD_ROLES,
     ROUTE_EVENT_COUNT_SQL,
+    ROUTE_FIRST_EVENT_SQL,
+    ROUTE_LAST_EVENT_SQL,
     ROUTE_MONTHLY_SQL,
     ROUTE_SCOPE_SQL,
     ROUTE_SUPPRESSED_SQL,
@@ -61,7 +63,8 @@ RECORD_PRODUCTS = frozenset({"events"})
 
 _ROUTE_COUNTS_SQL = (
     f"SELECT r.id, {ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_MONTHLY_SQL} AS monthly_counts, "
-    f"{ROUTE_SUPPRESSED_SQL} AS counts_suppressed FROM routes r {ROUTE_SCOPE_SQL} "
+    f"{ROUTE_SUPPRESSED_SQL} AS counts_suppressed, {ROUTE_FIRST_EVENT_SQL} AS first_event, "
+    f"{ROUTE_LAST_EVENT_SQL} AS last_event FROM routes r {ROUTE_SCOPE_SQL} "
     "WHERE r.id = ANY(CAST(:ids AS bigint[]))"
 )
 
@@ -79,7 +82,7 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
     with scoped(engine, request.scope) as conn:
         counts = pd.DataFrame(conn.execute(
             sa.text(_ROUTE_COUNTS_SQL), {"ids": [int(i) for i in frame["id"]], "k": k}).mappings().all(),
-            columns=["id", "event_count", "monthly_counts", "counts_suppressed"])
+            columns=["id", "event_count", "monthly_counts", "counts_suppressed", "first_event", "last_event"])
     counts = counts.set_index("id").reindex(frame["id"])
     # nullable integers: OGR's drivers take Int64; to_json and to_csv write Python ints and None
     total = counts["event_count"].astype("Int64")
@@ -87,7 +90,9 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
                    else total.astype(object).where(total.notna(), None).to_numpy())
     frame = frame.assign(event_count=event_count,
                          monthly_counts=counts["monthly_counts"].to_numpy(),
-                         counts_suppressed=counts["counts_suppressed"].astype(bool).to_numpy())
+                         counts_suppressed=counts["counts_suppressed"].astype(bool).to_numpy(),
+                         first_event=pd.to_datetime(counts["first_event"], utc=True).to_numpy(),
+                         last_event=pd.to_datetime(counts["last_event"], utc=True).to_numpy())
     ordered = [c for c in frame.columns if c != "geometry"] + ["geometry"]
     written = write_frame(gpd.GeoDataFrame(frame[ordered], geometry="geometry", crs="EPSG:4326"),
                           request.format, request.out, layer="routes", name_column="category")

@@ -39,7 +39,10 @@ def test_route_queryables_filter_in_postgis(
     assert _ids(client, key, filter=f"run_id = {products.old_run}") == [old]
     assert _ids(client, key, filter="length_m > 12000 AND trend = 'none'") == [old, b]
     before = "first_event < TIMESTAMP('2100-01-01T00:00:00Z')"
-    assert _ids(client, key, filter=before, bbox="-72.19,7.5,-72.0,7.8") == [b]
+    admin = keys[("admin", None)]
+    assert _ids(client, admin, filter=before, bbox="-72.19,7.5,-72.0,7.8") == [b]
+    # the analyst may not see b's records in detail and no month of b holds k records: no dates
+    assert _ids(client, key, filter=before, bbox="-72.19,7.5,-72.0,7.8") == []
     queryables = client.get("/collections/routes/queryables", headers=bearer(key)).json()["properties"]
     assert {"category", "trend", "countries", "length_m", "first_event", "last_event", "run_id"} <= set(
         queryables

@@ -71,6 +71,8 @@ def check_victim_route(client: TestClient, keys: dict[tuple[str, str | None], st
         props = item["properties"]
         assert (props["event_count"], props["monthly_counts"], props["counts_suppressed"]) == (
             total, months, not detail), who
+        if not detail:  # no exact date of a victim identification: the start of the shown month
+            assert (props["first_event"][:10], props["last_event"][:10]) == ("2026-08-01", "2026-08-01"), who
         series = client.get(f"/routes/{route_id}/series", headers=bearer(key)).json()
         assert (series["event_count"], series["counts_suppressed"]) == (total, not detail), who
         assert [(p["start"], p["count"]) for p in series["series"]] == list(months.items()), who
@@ -84,6 +86,8 @@ def check_victim_route(client: TestClient, keys: dict[tuple[str, str | None], st
             row = _exported_row(response.content, fmt, tmp)
             assert json.loads(str(row["monthly_counts"])) == months, f"{who} {fmt}"
             assert _number(row["event_count"]) == total, f"{who} {fmt}"
+            if not detail:
+                assert str(row["last_event"])[:10] == "2026-08-01", f"{who} {fmt}"
             assert str(row["counts_suppressed"]).lower() in (
                 {"true", "1"} if not detail else {"false", "0"}), f"{who} {fmt}"
 
