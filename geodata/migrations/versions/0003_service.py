@@ -149,6 +149,29 @@ ALTER FUNCTION rutas_event_cells(double precision, geometry, timestamptz, timest
 # triggers on events (transition tables), whoever writes the events. Only the SECURITY DEFINER
 # function rutas_tile_cells reads it, and only returns sums of at least k.
 CELL_LEVELS = 7
+
+def _roll_up(rows: str, sign: str) -> str:
+    """PL/pgSQL adding (sign '') or removing (sign '-') the transition table ``rows`` in every level."""
+    ops = "'INSERT', 'UPDATE'" if rows == "new_rows" else "'UPDATE', 'DELETE'"
+    return f"""    IF TG_OP IN ({ops}) THEN
+        INSERT INTO event_cell_counts AS c (level, gx, gy, owner_country, kind, n)
+        SELECT lv, b.gx >> ({CELL_LEVELS - 1} - lv), b.gy >> ({CELL_LEVELS - 1} - lv), b.owner_country,
+               b.kind, {sign}sum(b.n)
+        FROM (SELECT floor((ST_X(geom) + 180.0) / 360.0 * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gx,
+                     floor((1.0 - asinh(tan(radians(ST_Y(geom)))) / pi()) / 2.0
+                           * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gy,
+                     owner_country, kind, count(*) AS n
+              FROM {rows} WHERE abs(ST_Y(geom)) < 85.05 AND abs(ST_X(geom)) < 180
+              GROUP BY 1, 2, 3, 4) AS b
+        CROSS JOIN generate_series(0, {CELL_LEVELS - 1}) AS lv
+        GROUP BY 1, 2, 3, 4, 5
+        ON CONFLICT (level, gx, gy, owner_country, kind) DO UPDATE SET n = c.n + EXCLUDED.n;
+    END IF;
+"""
+
+
+_ROLL_UP_OLD = _roll_up("old_rows", "-")
+_ROLL_UP_NEW = _roll_up("new_rows", "")
 CELL_COUNTS_SQL = f"""
 CREATE OR REPLACE FUNCTION rutas_cells_apply() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
@@ -159,35 +182,7 @@ BEGIN
     END IF;
     -- Rows are counted once per finest cell (the tile grid of zoom {CELL_LEVELS - 1 + 5}, from
     -- lon/lat with the WebMercatorQuad formulas), then rolled up to the coarser levels.
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO event_cell_counts AS c (level, gx, gy, owner_country, kind, n)
-        SELECT lv, b.gx >> ({CELL_LEVELS - 1} - lv), b.gy >> ({CELL_LEVELS - 1} - lv), b.owner_country,
-               b.kind, -sum(b.n)
-        FROM (SELECT floor((ST_X(geom) + 180.0) / 360.0 * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gx,
-                     floor((1.0 - asinh(tan(radians(ST_Y(geom)))) / pi()) / 2.0
-                           * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gy,
-                     owner_country, kind, count(*) AS n
-              FROM old_rows WHERE abs(ST_Y(geom)) < 85.05 AND abs(ST_X(geom)) < 180
-              GROUP BY 1, 2, 3, 4) AS b
-        CROSS JOIN generate_series(0, {CELL_LEVELS - 1}) AS lv
-        GROUP BY 1, 2, 3, 4, 5
-        ON CONFLICT (level, gx, gy, owner_country, kind) DO UPDATE SET n = c.n + EXCLUDED.n;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO event_cell_counts AS c (level, gx, gy, owner_country, kind, n)
-        SELECT lv, b.gx >> ({CELL_LEVELS - 1} - lv), b.gy >> ({CELL_LEVELS - 1} - lv), b.owner_country,
-               b.kind, sum(b.n)
-        FROM (SELECT floor((ST_X(geom) + 180.0) / 360.0 * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gx,
-                     floor((1.0 - asinh(tan(radians(ST_Y(geom)))) / pi()) / 2.0
-                           * {2 ** (CELL_LEVELS - 1 + 5)})::int AS gy,
-                     owner_country, kind, count(*) AS n
-              FROM new_rows WHERE abs(ST_Y(geom)) < 85.05 AND abs(ST_X(geom)) < 180
-              GROUP BY 1, 2, 3, 4) AS b
-        CROSS JOIN generate_series(0, {CELL_LEVELS - 1}) AS lv
-        GROUP BY 1, 2, 3, 4, 5
-        ON CONFLICT (level, gx, gy, owner_country, kind) DO UPDATE SET n = c.n + EXCLUDED.n;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+{_ROLL_UP_OLD}{_ROLL_UP_NEW}    IF TG_OP IN ('UPDATE', 'DELETE') THEN
         DELETE FROM event_cell_counts WHERE n <= 0;
     END IF;
     RETURN NULL;
