@@ -308,7 +308,7 @@ def test_allow_list_and_roles(api: TestClient, keys: dict[str, str], settings: S
     with pytest.raises(InputError, match=r"internal address 127\.0\.0\.1"):
         webhooks.check_target("http://127.0.0.1:9/", closed)
     allowed = settings.model_copy(update={"webhook_allowed_hosts": "10.0.0.0/8, hooks.internal"})
-    assert [str(a) for a in webhooks.check_target("http://10.1.2.3/", allowed)] == ["10.1.2.3"]
+    assert [str(a) for a in webhooks.check_target("http://10.1.2.3/", allowed).addresses] == ["10.1.2.3"]
     analyst = api.post("/subscriptions", headers=auth(keys["analyst"]), json={
         "name": "x", "fence": box(*TAPACHULA, 0.01), "triggers": ["event_in_fence"]})
     assert analyst.status_code == 403
