@@ -304,29 +304,34 @@ class PinnedClients:
             No checked address accepted the connection, or the exchange failed (timeout, reset,
             TLS or protocol error).
         """
-        conn = self._reuse(target)
-        if conn is not None:
+        kept = self._reuse(target)
+        if kept is not None:
             try:
-                return self._exchange(conn, target, body, headers)
+                return self._exchange(kept, target, body, headers)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # the receiver closed the idle connection; the message goes again on a new one
+                # the receiver closed the idle connection: the message goes again on a new one
                 # (receivers drop repeated webhook-ids)
-                conn.close()
+                kept.close()
+            except BaseException:
+                kept.close()
+                raise
         tls = self._tls if target.scheme == "https" else None
-        for address in target.addresses[:-1]:
+        last = len(target.addresses) - 1
+        for i, address in enumerate(target.addresses):
             conn = _PinnedConnection(target, address, self.timeout_s, tls)
             try:
                 conn.connect()
-            except OSError:  # nothing was sent: try the next checked address
+            except OSError:
                 conn.close()
-                continue
-            return self._exchange(conn, target, body, headers)
-        conn = _PinnedConnection(target, target.addresses[-1], self.timeout_s, tls)
-        try:
-            return self._exchange(conn, target, body, headers)
-        except BaseException:
-            conn.close()
-            raise
+                if i == last:
+                    raise
+                continue  # nothing was sent: try the next checked address
+            try:
+                return self._exchange(conn, target, body, headers)
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("a checked target has at least one address")
 
     def close(self) -> None:
         """Close every idle connection."""
