@@ -106,12 +106,27 @@ class Receiver:
         return [h["webhook-id"] for h, _ in self.received]
 
 
+def quick_retries(settings: Settings, allowed_hosts: str = "127.0.0.1") -> Settings:
+    """``settings`` with ``allowed_hosts`` allowed and retries in fractions of a second."""
+    return settings.model_copy(update={"webhook_allowed_hosts": allowed_hosts, "webhook_retry_base_s": 0.1,
+                                       "webhook_retry_max_s": 0.3, "alerts_poll_s": 0.05,
+                                       "webhook_timeout_s": 5.0})
+
+
+def alert_keys(engine: Engine) -> dict[str, str]:
+    """API keys: border authorities of MEX (two) and GTM, an administrator, a steward, an analyst."""
+    return {"border": create_key(engine, "border_authority", "MEX"),
+            "colleague": create_key(engine, "border_authority", "MEX"),
+            "admin": create_key(engine, "admin"),
+            "gtm": create_key(engine, "border_authority", "GTM"),
+            "steward": create_key(engine, "steward", "MEX"),
+            "analyst": create_key(engine, "analyst")}
+
+
 @pytest.fixture(scope="module")
 def alert_settings(settings: Settings) -> Settings:
     """The test run's settings with 127.0.0.1 allowed and retries in fractions of a second."""
-    return settings.model_copy(update={"webhook_allowed_hosts": "127.0.0.1", "webhook_retry_base_s": 0.1,
-                                       "webhook_retry_max_s": 0.3, "alerts_poll_s": 0.05,
-                                       "webhook_timeout_s": 5.0})
+    return quick_retries(settings)
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +137,7 @@ def api(alert_settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def keys(engine: Engine) -> dict[str, str]:
-    return {"border": create_key(engine, "border_authority", "MEX"),
-            "gtm": create_key(engine, "border_authority", "GTM"),
-            "steward": create_key(engine, "steward", "MEX"),
-            "analyst": create_key(engine, "analyst")}
+    return alert_keys(engine)
 
 
 @pytest.fixture()

@@ -17,37 +17,30 @@ from sqlalchemy.engine import Engine
 
 from api import webhooks
 from api.app import create_app
-from api.auth import create_key
 from api.delivery import Worker
 from geodata.settings import Settings
-from tests.api.test_alerts import Receiver, auth, box, record, statuses, subscribe, wait_for
+from tests.api import test_alerts as delivery_tests
+from tests.api.test_alerts import (
+    Receiver,
+    auth,
+    box,
+    quick_retries,
+    record,
+    statuses,
+    subscribe,
+    wait_for,
+)
 
-
-@pytest.fixture(scope="module")
-def manage_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"webhook_allowed_hosts": "127.0.0.1", "webhook_retry_base_s": 0.1,
-                                       "webhook_retry_max_s": 0.3, "webhook_timeout_s": 5.0})
-
-
-@pytest.fixture(scope="module")
-def client(manage_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(manage_settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def keys(engine: Engine) -> dict[str, str]:
-    return {"owner": create_key(engine, "border_authority", "MEX"),
-            "colleague": create_key(engine, "border_authority", "MEX"),
-            "gtm": create_key(engine, "border_authority", "GTM"),
-            "admin": create_key(engine, "admin"),
-            "steward": create_key(engine, "steward", "MEX")}
+# the delivery tests' fixtures, instantiated again for this module
+alert_settings = delivery_tests.alert_settings
+api = delivery_tests.api
+keys = delivery_tests.keys
 
 
 @pytest.fixture()
-def worker(engine: Engine, manage_settings: Settings) -> Iterator[Worker]:
+def worker(engine: Engine, alert_settings: Settings) -> Iterator[Worker]:
     """A worker the test drives round by round (``deliver_due``)."""
-    one = Worker(engine, manage_settings, seed=2)
+    one = Worker(engine, alert_settings, seed=2)
     yield one
     one.close()
 
@@ -67,67 +60,67 @@ def alerts_of(engine: Engine, sub_id: int) -> int:
                                 {"s": sub_id}).scalar_one())
 
 
-def test_update_moves_the_fence_and_webhook_and_only_the_owner_may(client: TestClient, keys: dict[str, str],
+def test_update_moves_the_fence_and_webhook_and_only_the_owner_may(api: TestClient, keys: dict[str, str],
                                                                    engine: Engine, worker: Worker) -> None:
     old_place, new_place = (-92.40, 14.60), (-92.45, 14.65)
     first, second = Receiver(), Receiver()
-    created = subscribe(client, keys["owner"], first.url, old_place)
+    created = subscribe(api, keys["border"], first.url, old_place)
     path = f"/subscriptions/{created['id']}"
-    changed = client.patch(path, headers=auth(keys["owner"]), json={
+    changed = api.patch(path, headers=auth(keys["border"]), json={
         "name": "Suchiate norte", "fence": box(*new_place, 0.01), "webhook_url": second.url,
         "kinds": ["interception"], "min_persons": None})
     assert changed.status_code == 200, changed.text
     body = changed.json()
     assert (body["name"], body["webhook_url"], body["filters"]) == ("Suchiate norte", second.url,
                                                                     {"kinds": ["interception"]})
-    record(client, keys["steward"], [old_place, new_place])  # only the new fence holds a record
+    record(api, keys["steward"], [old_place, new_place])  # only the new fence holds a record
     deliver_until(worker, lambda: len(second.received) == 1, "the alert at the new webhook")
     event = json.loads(second.received[0][1])["data"]["event"]
     assert (event["lon"], event["lat"]) == pytest.approx(new_place) and first.received == []
     assert webhooks.verify(created["secret"], *second.received[0])
     # the new URL is checked against internal addresses as at creation
-    refused = client.patch(path, headers=auth(keys["owner"]), json={"webhook_url": "http://169.254.169.254/"})
+    refused = api.patch(path, headers=auth(keys["border"]), json={"webhook_url": "http://169.254.169.254/"})
     assert refused.status_code == 400 and "169.254.169.254" in refused.json()["description"]
     # radius alone cannot re-buffer a polygon fence; unknown fields are refused
-    assert client.patch(path, headers=auth(keys["owner"]), json={"radius_m": 500}).status_code == 400
-    assert client.patch(path, headers=auth(keys["owner"]), json={"secret": "x"}).status_code == 400
+    assert api.patch(path, headers=auth(keys["border"]), json={"radius_m": 500}).status_code == 400
+    assert api.patch(path, headers=auth(keys["border"]), json={"secret": "x"}).status_code == 400
     # a colleague of the same office sees it but may not change it; another country does not see it
-    assert client.patch(path, headers=auth(keys["colleague"]), json={"name": "x"}).status_code == 403
-    assert client.patch(path, headers=auth(keys["gtm"]), json={"name": "x"}).status_code == 404
-    assert client.post(f"{path}/rotate-secret", headers=auth(keys["colleague"])).status_code == 403
-    assert client.delete(path, headers=auth(keys["colleague"])).status_code == 403
+    assert api.patch(path, headers=auth(keys["colleague"]), json={"name": "x"}).status_code == 403
+    assert api.patch(path, headers=auth(keys["gtm"]), json={"name": "x"}).status_code == 404
+    assert api.post(f"{path}/rotate-secret", headers=auth(keys["colleague"])).status_code == 403
+    assert api.delete(path, headers=auth(keys["colleague"])).status_code == 403
     # an administrator may
-    by_admin = client.patch(path, headers=auth(keys["admin"]),
+    by_admin = api.patch(path, headers=auth(keys["admin"]),
                             json={"triggers": ["event_in_fence", "route_new"]})
     assert by_admin.status_code == 200 and by_admin.json()["triggers"] == ["event_in_fence", "route_new"]
     first.stop()
     second.stop()
 
 
-def test_delete_stops_pending_deliveries_and_keeps_the_history(client: TestClient, keys: dict[str, str],
+def test_delete_stops_pending_deliveries_and_keeps_the_history(api: TestClient, keys: dict[str, str],
                                                                engine: Engine, worker: Worker) -> None:
     receiver = Receiver()
     receiver.stop()  # down: the deliveries wait for their retries
     place = (-92.42, 14.58)
-    created = subscribe(client, keys["owner"], receiver.url, place)
-    record(client, keys["steward"], [place, (place[0] + 0.001, place[1])])
+    created = subscribe(api, keys["border"], receiver.url, place)
+    record(api, keys["steward"], [place, (place[0] + 0.001, place[1])])
     deliver_until(worker, lambda: _tried(engine, created["id"], 2), "the failed first tries")
     assert statuses(engine, created["id"]) == ["pending"] * 2
     path = f"/subscriptions/{created['id']}"
-    deleted = client.delete(path, headers=auth(keys["owner"]))
+    deleted = api.delete(path, headers=auth(keys["border"]))
     assert deleted.status_code == 200 and deleted.json()["stopped_deliveries"] == 2
     assert statuses(engine, created["id"]) == ["disabled"] * 2
     receiver.start()  # back: nothing more is sent
-    record(client, keys["steward"], [(place[0], place[1] + 0.001)])  # and nothing more raised
+    record(api, keys["steward"], [(place[0], place[1] + 0.001)])  # and nothing more raised
     worker.deliver_due()
     assert receiver.received == [] and alerts_of(engine, created["id"]) == 2
     # the history stays readable for the audit; the subscription is listed as deleted
-    history = client.get(f"{path}/deliveries", headers=auth(keys["owner"])).json()["deliveries"]
+    history = api.get(f"{path}/deliveries", headers=auth(keys["border"])).json()["deliveries"]
     assert [d["status"] for d in history] == ["disabled"] * 2 and all(d["attempts"] for d in history)
-    listed = client.get("/subscriptions", headers=auth(keys["owner"])).json()["subscriptions"]
+    listed = api.get("/subscriptions", headers=auth(keys["border"])).json()["subscriptions"]
     assert next(s for s in listed if s["id"] == created["id"])["status"] == "deleted"
-    assert client.post(f"{path}/enable", headers=auth(keys["owner"])).status_code == 404
-    assert client.delete(path, headers=auth(keys["owner"])).status_code == 404
+    assert api.post(f"{path}/enable", headers=auth(keys["border"])).status_code == 404
+    assert api.delete(path, headers=auth(keys["border"])).status_code == 404
     with engine.connect() as conn:
         actions = conn.execute(sa.text(
             "SELECT action FROM audit_log WHERE filter->>'subscription_id' = :s ORDER BY id"),
@@ -144,40 +137,40 @@ def _tried(engine: Engine, sub_id: int, deliveries: int) -> bool:
             {"s": sub_id, "n": deliveries}).scalar())
 
 
-def test_enable_after_410_sends_the_stopped_deliveries(client: TestClient, keys: dict[str, str],
+def test_enable_after_410_sends_the_stopped_deliveries(api: TestClient, keys: dict[str, str],
                                                        engine: Engine, worker: Worker) -> None:
     receiver = Receiver(lambda n: (410, {}) if n == 1 else (204, {}))
     place = (-92.47, 14.55)
-    created = subscribe(client, keys["owner"], receiver.url, place)
-    record(client, keys["steward"], [place])
+    created = subscribe(api, keys["border"], receiver.url, place)
+    record(api, keys["steward"], [place])
     deliver_until(worker, lambda: statuses(engine, created["id"]) == ["disabled"], "the endpoint disabled")
     path = f"/subscriptions/{created['id']}"
-    assert client.post(f"{path}/enable", headers=auth(keys["colleague"])).status_code == 403
-    enabled = client.post(f"{path}/enable", headers=auth(keys["owner"]))
+    assert api.post(f"{path}/enable", headers=auth(keys["colleague"])).status_code == 403
+    enabled = api.post(f"{path}/enable", headers=auth(keys["border"]))
     assert enabled.status_code == 200 and enabled.json()["requeued_deliveries"] == 1
     deliver_until(worker, lambda: statuses(engine, created["id"]) == ["delivered"], "the delivery sent again")
     assert receiver.ids() == [receiver.ids()[0]] * 2  # the same message, under the same webhook-id
-    record(client, keys["steward"], [(place[0] + 0.001, place[1])])  # enabled: alerts are raised again
+    record(api, keys["steward"], [(place[0] + 0.001, place[1])])  # enabled: alerts are raised again
     deliver_until(worker, lambda: len(receiver.received) == 3, "a new alert")
-    listed = client.get("/subscriptions", headers=auth(keys["owner"])).json()["subscriptions"]
+    listed = api.get("/subscriptions", headers=auth(keys["border"])).json()["subscriptions"]
     assert next(s for s in listed if s["id"] == created["id"])["status"] == "enabled"
     receiver.stop()
 
 
-def test_rotated_secret_signs_the_next_deliveries(client: TestClient, keys: dict[str, str], engine: Engine,
+def test_rotated_secret_signs_the_next_deliveries(api: TestClient, keys: dict[str, str], engine: Engine,
                                                   worker: Worker) -> None:
     receiver = Receiver()
     place = (-92.50, 14.52)
-    created = subscribe(client, keys["owner"], receiver.url, place)
-    rotated = client.post(f"/subscriptions/{created['id']}/rotate-secret", headers=auth(keys["owner"]))
+    created = subscribe(api, keys["border"], receiver.url, place)
+    rotated = api.post(f"/subscriptions/{created['id']}/rotate-secret", headers=auth(keys["border"]))
     assert rotated.status_code == 200
     secret = rotated.json()["secret"]
     assert secret.startswith("whsec_") and secret != created["secret"]
-    record(client, keys["steward"], [place])
+    record(api, keys["steward"], [place])
     deliver_until(worker, lambda: len(receiver.received) == 1, "the delivery")
     headers, body = receiver.received[0]
     assert webhooks.verify(secret, headers, body) and not webhooks.verify(created["secret"], headers, body)
-    listed = client.get("/subscriptions", headers=auth(keys["owner"])).json()["subscriptions"]
+    listed = api.get("/subscriptions", headers=auth(keys["border"])).json()["subscriptions"]
     assert secret not in json.dumps(listed)
     receiver.stop()
 
@@ -202,8 +195,7 @@ def test_posts_go_to_the_checked_address_not_a_rebound_one(engine: Engine, setti
                                                            keys: dict[str, str],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # 127.0.0.2 stands for a public receiver (allowed); 127.0.0.1 for an internal service (not)
-    pinned = settings.model_copy(update={"webhook_allowed_hosts": "127.0.0.2", "webhook_retry_base_s": 0.1,
-                                         "webhook_retry_max_s": 0.3, "webhook_timeout_s": 5.0})
+    pinned = quick_retries(settings, "127.0.0.2")
     public = Receiver(host="127.0.0.2")
     internal = Receiver(port=public.port)
     dns = _Dns("hooks.rebind.test", "127.0.0.2", rebind_to="127.0.0.1")
@@ -212,10 +204,10 @@ def test_posts_go_to_the_checked_address_not_a_rebound_one(engine: Engine, setti
     url = f"http://hooks.rebind.test:{public.port}/hook"
     worker = Worker(engine, pinned, seed=3)
     try:
-        with TestClient(create_app(pinned)) as client:
-            created = subscribe(client, keys["owner"], url, place)
+        with TestClient(create_app(pinned)) as pinned_api:
+            created = subscribe(pinned_api, keys["border"], url, place)
             dns.answer = "127.0.0.2"
-            record(client, keys["steward"], [place])
+            record(pinned_api, keys["steward"], [place])
             deliver_until(worker, lambda: statuses(engine, created["id"]) != ["pending"], "the first attempt")
             # resolved once for the attempt, posted to that address with the name as Host
             assert dns.calls == 2 and len(public.received) == 1 and internal.received == []
@@ -224,14 +216,14 @@ def test_posts_go_to_the_checked_address_not_a_rebound_one(engine: Engine, setti
             assert webhooks.verify(created["secret"], headers, body)
             # now the name answers the internal address: the attempt is refused, nothing is sent there
             dns.answer = "127.0.0.1"
-            record(client, keys["steward"], [(place[0] + 0.001, place[1])])
+            record(pinned_api, keys["steward"], [(place[0] + 0.001, place[1])])
             deliver_until(worker, lambda: _tried(engine, created["id"], 2), "the refused attempt")
-            history = client.get(f"/subscriptions/{created['id']}/deliveries",
-                                 headers=auth(keys["owner"])).json()["deliveries"]
+            history = pinned_api.get(f"/subscriptions/{created['id']}/deliveries",
+                                 headers=auth(keys["border"])).json()["deliveries"]
             assert "internal address 127.0.0.1" in history[0]["attempts"][0]["error"]
             assert internal.received == [] and len(public.received) == 1
             # a name resolving to loopback is refused at subscription when not allowed
-            local = client.post("/subscriptions", headers=auth(keys["owner"]), json={
+            local = pinned_api.post("/subscriptions", headers=auth(keys["border"]), json={
                 "name": "x", "fence": box(*place, 0.01), "triggers": ["event_in_fence"],
                 "webhook_url": f"http://localhost:{internal.port}/hook"})
             assert local.status_code == 400 and "internal address" in local.json()["description"]
