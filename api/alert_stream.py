@@ -37,6 +37,8 @@ router = APIRouter(tags=["Alerts"])
 
 #: Seconds between keep-alive comments, each followed by a read (the fallback to the push).
 KEEPALIVE_S = 15.0
+#: The largest alert id (bigint).
+MAX_ID = 2**63 - 1
 #: Alerts read per query; a stream with more waiting reads again at once.
 PAGE = 100
 #: Seconds before re-opening a lost listening connection (doubling up to the maximum).
@@ -103,7 +105,8 @@ def _feed(request: Request) -> AlertFeed:
 # schema fuzzer can call and wait for; the README documents it.
 @router.get("/alerts/stream", summary="Alerts as server-sent events", include_in_schema=False)
 async def stream(request: Request, state: StateDep, principal: PrincipalDep,
-                 after: Annotated[int | None, Query(ge=0, description="Send alerts after this id")] = None,
+                 after: Annotated[int | None, Query(ge=0, le=MAX_ID,
+                                                    description="Send alerts after this id")] = None,
                  last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
     """Alerts of the caller's subscriptions as they are raised (``text/event-stream``).
 
@@ -129,7 +132,7 @@ async def stream(request: Request, state: StateDep, principal: PrincipalDep,
 
     start = after
     if start is None and last_event_id is not None and last_event_id.strip().isdigit():
-        start = int(last_event_id.strip())
+        start = min(int(last_event_id.strip()), MAX_ID)
     if start is None:
         start = await to_thread.run_sync(latest)
 

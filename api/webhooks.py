@@ -184,7 +184,10 @@ def check_target(url: str, settings: Settings) -> Target:
         The URL is not http(s), has no host, does not resolve, or resolves to an internal address
         that ``RUTAS_WEBHOOK_ALLOWED_HOSTS`` does not name.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _refuse(url, "use an http:// or https:// URL with a host name.",
                       "use una URL http:// o https:// con nombre de host.")
