@@ -259,10 +259,12 @@ class PinnedClients:
     #: Bytes of a receiver's answer read (the rest is dropped with the connection).
     MAX_ANSWER_BYTES = 64 * 1024
 
-    def __init__(self, timeout_s: float, user_agent: str = "rutas-alerts/1") -> None:
+    def __init__(self, timeout_s: float, user_agent: str = "rutas-alerts/1",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.timeout_s = timeout_s
         self.user_agent = user_agent
-        self._tls = ssl.create_default_context()
+        # the system's trusted certificates, the host name checked (check_hostname)
+        self._tls = tls or ssl.create_default_context()
         self._idle: dict[tuple[str, str, int], list[_PinnedConnection]] = {}
         self._lock = threading.Lock()
 

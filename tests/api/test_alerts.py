@@ -10,6 +10,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -60,13 +61,14 @@ class Receiver:
     """A webhook receiver on 127.0.0.1: records each request; ``answer`` picks the status code."""
 
     def __init__(self, answer: Callable[[int], tuple[int, dict[str, str]]] | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.answer = answer or (lambda n: (204, {}))
         self.hold = threading.Event()
         self.hold.set()
         self.host = host
         self.port = port
+        self.tls = tls
         self.server: ThreadingHTTPServer | None = None
         self.start()
 
@@ -90,6 +92,8 @@ class Receiver:
 
         self.server = _Server((self.host, self.port), Handler)
         self.port = self.server.server_address[1]
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import ssl
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
@@ -231,3 +238,49 @@ def test_posts_go_to_the_checked_address_not_a_rebound_one(engine: Engine, setti
         worker.close()
         public.stop()
         internal.stop()
+
+
+def _self_signed(folder: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``host`` and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_to_the_checked_address_verifies_the_host_name(settings: Settings, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _self_signed(tmp_path, "hooks.tls.test")
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, context: names.append(name)  # type: ignore[func-returns-value]
+    receiver = Receiver(host="127.0.0.2", tls=server_tls)
+    monkeypatch.setattr(webhooks, "resolve", lambda host, port: [ipaddress.ip_address("127.0.0.2")])
+    allowed = quick_retries(settings, "127.0.0.2")
+    clients = webhooks.PinnedClients(5.0, tls=ssl.create_default_context(cafile=str(cert)))
+    secret, body = webhooks.new_secret(), b'{"type": "alert"}'
+    try:
+        target = webhooks.check_target(f"https://hooks.tls.test:{receiver.port}/hook", allowed)
+        answer = clients.post(target, body, webhooks.headers(secret, "msg_alert_1", body))
+        # connected to 127.0.0.2, but SNI, the certificate check and Host are for the name
+        assert answer.status_code == 204 and names == ["hooks.tls.test"]
+        assert receiver.received[0][0]["host"] == f"hooks.tls.test:{receiver.port}"
+        # the same address under a name the certificate does not hold: refused before sending
+        other = webhooks.check_target(f"https://other.tls.test:{receiver.port}/hook", allowed)
+        with pytest.raises(ssl.SSLCertVerificationError, match=r"other\.tls\.test"):
+            clients.post(other, body, webhooks.headers(secret, "msg_alert_2", body))
+        assert len(receiver.received) == 1
+    finally:
+        clients.close()
+        receiver.stop()
