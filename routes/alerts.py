@@ -12,6 +12,11 @@ exists exactly when its events are committed. Run triggers (``route_new``, ``rou
 ``route_convergence``) run after ``rutas run`` (:func:`raise_run_alerts`). Alerts are unique per
 (subscription, trigger, object key): re-running or re-loading never raises one twice.
 
+A subscription is changed in place (:func:`update_subscription`), disabled by its webhook's 410 or
+a dead letter (:func:`disable_subscription`) until enabled again (:func:`enable_subscription`), and
+deleted by marking it (:func:`delete_subscription`): a disabled or deleted one raises nothing and
+its pending deliveries stop, while its alerts and deliveries stay for the audit.
+
 Privacy: an alert about a record of the subscription's own country, or of a country that shares
 records in detail with it (never victim identifications), carries the record; otherwise only its
 kind, crime type, owner country and month, as the API would show to that country.
@@ -198,9 +203,11 @@ def create_subscription(engine: Engine, sub: Subscription, *, scope: Scope, owne
 #: audit, never enabled again, raising and delivering nothing.
 DELETED = "deleted"
 #: Pending deliveries of a subscription stop (status ``disabled``) when it is disabled or deleted.
+#: One a worker is posting at that moment (locked by its round) is left to its outcome: waiting
+#: for it could deadlock with a worker disabling the same subscription.
 _STOP_PENDING = sa.text(
-    "UPDATE deliveries SET status = 'disabled', finished_at = now() "
-    "WHERE subscription_id = :s AND status = 'pending'")
+    "UPDATE deliveries SET status = 'disabled', finished_at = now() WHERE id IN ("
+    "SELECT id FROM deliveries WHERE subscription_id = :s AND status = 'pending' FOR UPDATE SKIP LOCKED)")
 
 
 def update_subscription(conn: Connection, sub_id: int, sub: Subscription, *,
@@ -230,7 +237,7 @@ def delete_subscription(conn: Connection, sub_id: int) -> int:
     """Mark a subscription deleted and stop its pending deliveries; return how many stopped.
 
     The row, its alerts, deliveries and attempts stay for the audit. A delivery a worker is
-    posting at that moment is waited for (its row is locked) and keeps its outcome.
+    posting at that moment keeps its outcome; if that is a retry, it is never sent again.
     """
     conn.execute(sa.text(
         "UPDATE subscriptions SET status = 'disabled', disabled_reason = :why WHERE id = :id"),
