@@ -267,6 +267,7 @@ class PinnedClients:
         self._tls = tls or ssl.create_default_context()
         self._idle: dict[tuple[str, str, int], list[_PinnedConnection]] = {}
         self._lock = threading.Lock()
+        self._swept = time.monotonic()
 
     def _reuse(self, target: Target) -> _PinnedConnection | None:
         now = time.monotonic()
@@ -280,13 +281,22 @@ class PinnedClients:
         return None
 
     def _keep(self, target: Target, conn: _PinnedConnection) -> None:
-        conn.idle_since = time.monotonic()
+        now = conn.idle_since = time.monotonic()
+        expired: list[_PinnedConnection] = []
         with self._lock:
+            if now - self._swept > self.IDLE_S:  # hosts not posted to again lose theirs too
+                self._swept = now
+                for key, idle in list(self._idle.items()):
+                    expired += [c for c in idle if now - c.idle_since >= self.IDLE_S]
+                    idle[:] = [c for c in idle if now - c.idle_since < self.IDLE_S]
+                    if not idle:
+                        del self._idle[key]
             idle = self._idle.setdefault((target.scheme, target.host, target.port), [])
-            if len(idle) < self.MAX_IDLE:
+            kept = len(idle) < self.MAX_IDLE
+            if kept:
                 idle.append(conn)
-                return
-        conn.close()
+        for old in expired if kept else [*expired, conn]:
+            old.close()
 
     def _exchange(self, conn: _PinnedConnection, target: Target, body: bytes,
                   headers: Mapping[str, str]) -> Answer:
