@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from api import analytics, errors, exports, features, ingest, subscriptions, tiles, web
+from api import alert_stream, analytics, errors, exports, features, ingest, subscriptions, tiles, web
 from api.auth import Authenticator, RateLimiter
 from api.collections import COLLECTIONS
 from api.deps import AppState, StateDep
@@ -87,9 +87,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.rutas = AppState(settings=settings, engine=engine,
                                    authenticator=Authenticator(engine, settings),
                                    limiter=RateLimiter(settings.api_rate_per_minute))
+        app.state.alert_feed = alert_stream.AlertFeed(settings)
         try:
             yield
         finally:
+            await app.state.alert_feed.close()
             engine.dispose()
 
     app = FastAPI(
@@ -128,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(web.router)
     app.include_router(subscriptions.router)
+    app.include_router(alert_stream.router)
     app.include_router(analytics.router)
     app.include_router(exports.router)
 

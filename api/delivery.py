@@ -2,15 +2,17 @@
 
 Each round claims due deliveries with ``SELECT ... FOR UPDATE SKIP LOCKED`` (so several workers,
 e.g. ``rutas serve`` and ``rutas alerts worker``, share the outbox without sending an alert twice at
-once), posts them concurrently with :mod:`httpx` under a timeout, and in the same transaction
-records every attempt and the outcome:
+once), posts them concurrently (:class:`api.webhooks.PinnedClients`) under a timeout, and in the
+same transaction records every attempt and the outcome:
 
 - 2xx: delivered;
-- 410 Gone: the subscription's webhook is disabled, and its pending deliveries with it;
+- 410 Gone: the subscription is disabled, and its pending deliveries with it, until its owner
+  enables it again;
 - anything else, or no answer: tried again after an exponential delay with jitter
   (``webhook_retry_base_s`` doubled per try, at most ``webhook_retry_max_s``), or after the
   receiver's ``Retry-After`` when that is longer; dead-lettered once the next try would fall
-  beyond ``webhook_retry_window_s`` (three days) after the alert.
+  beyond ``webhook_retry_window_s`` (three days) after the alert, which disables the
+  subscription as 410 does (not for a replay).
 
 A worker killed mid-delivery leaves its transaction uncommitted: the deliveries stay pending and
 the next worker sends them again under the same ``webhook-id``, which receivers use to drop
@@ -20,6 +22,7 @@ outbox by ingest and read from it here.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -31,23 +34,25 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from api import webhooks
-from geodata.db import database_url
 from geodata.errors import ConfigurationError, InputError
 from geodata.settings import Settings
-from routes.alerts import NOTIFY_CHANNEL
+from routes.alerts import NOTIFY_CHANNEL, disable_subscription, listen_dsn
 
 log = logging.getLogger("rutas.alerts")
+#: Why the worker disabled a subscription (``disabled_reason``); ``enable`` lifts either.
+GONE = "webhook answered 410 Gone"
+DEAD = "a delivery failed for the whole retry window (dead letter)"
 #: Concurrent posts of one round (a round claims up to ``alerts_worker_batch`` deliveries).
 POST_THREADS = 16
 
 CLAIM_SQL = sa.text("""
-SELECT d.id, d.alert_id, d.subscription_id, d.tries, a.created_at, a.payload, s.webhook_url, s.secret
+SELECT d.id, d.alert_id, d.subscription_id, d.tries, d.replay_of, a.created_at, a.payload, s.webhook_url,
+       s.secret
 FROM deliveries d JOIN alerts a ON a.id = d.alert_id JOIN subscriptions s ON s.id = d.subscription_id
 WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND s.status = 'enabled'
 ORDER BY d.next_attempt_at, d.id
@@ -100,19 +105,23 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
     return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
-def post(client: httpx.Client, url: str, secret: str, msg_id: str, body: bytes,
+def post(clients: webhooks.PinnedClients, url: str, secret: str, msg_id: str, body: bytes,
          settings: Settings) -> Attempt:
-    """POST one signed message after checking the target again (its DNS may have changed)."""
+    """POST one signed message to an address of the target checked now (its DNS may have changed).
+
+    The host is resolved once for the attempt and the connection made to an address that passed
+    the check, never to a second resolution's answer (DNS rebinding).
+    """
     started = time.perf_counter()
     try:
-        webhooks.check_target(url, settings)
-        response = client.post(url, content=body, headers=webhooks.headers(secret, msg_id, body))
+        target = webhooks.check_target(url, settings)
+        answer = clients.post(target, body, webhooks.headers(secret, msg_id, body))
     except InputError as error:
         return Attempt(None, error.message[:500], None, (time.perf_counter() - started) * 1000)
-    except httpx.HTTPError as error:
+    except (OSError, http.client.HTTPException) as error:
         return Attempt(None, f"{type(error).__name__}: {str(error)[:300]}", None,
                        (time.perf_counter() - started) * 1000)
-    return Attempt(response.status_code, None, retry_after_s(response.headers.get("retry-after")),
+    return Attempt(answer.status_code, None, retry_after_s(answer.retry_after),
                    (time.perf_counter() - started) * 1000)
 
 
@@ -127,16 +136,14 @@ class Worker:
         self.engine = engine
         self.settings = settings
         self.rng = random.Random(seed)
-        timeout = httpx.Timeout(settings.webhook_timeout_s)
         # redirects are not followed: a redirect could lead to an internal address
-        self.client = httpx.Client(timeout=timeout, follow_redirects=False,
-                                   headers={"user-agent": "rutas-alerts/1"})
+        self.clients = webhooks.PinnedClients(settings.webhook_timeout_s)
         self.pool = ThreadPoolExecutor(max_workers=POST_THREADS, thread_name_prefix="rutas-post")
 
     def close(self) -> None:
         """Release the HTTP client and the posting threads."""
         self.pool.shutdown(wait=True)
-        self.client.close()
+        self.clients.close()
 
     def deliver_due(self) -> int:
         """Claim the due deliveries (up to ``alerts_worker_batch``), post them, record; return how many."""
@@ -168,21 +175,16 @@ class Worker:
             secret = webhooks.unseal(row["secret"], self.settings)
         except ConfigurationError as error:
             return Attempt(None, error.message, None, 0.0)
-        return post(self.client, row["webhook_url"], secret, message_id(row["alert_id"]), body, self.settings)
+        return post(self.clients, row["webhook_url"], secret, message_id(row["alert_id"]), body,
+                    self.settings)
 
     def _record_failure(self, conn: sa.Connection, row: sa.RowMapping, attempt: Attempt) -> None:
         tries = row["tries"] + 1
         code = attempt.status_code
         if code == 410:
-            conn.execute(sa.text(
-                "UPDATE subscriptions SET status = 'disabled', disabled_reason = :why WHERE id = :s"),
-                {"s": row["subscription_id"], "why": "webhook answered 410 Gone"})
-            conn.execute(sa.text(
-                "UPDATE deliveries SET status = 'disabled', finished_at = now(), "
-                "tries = tries + CAST(id = :id AS integer), "
-                "last_status_code = CASE WHEN id = :id THEN 410 ELSE last_status_code END "
-                "WHERE subscription_id = :s AND status = 'pending'"),
-                {"s": row["subscription_id"], "id": row["id"]})
+            conn.execute(sa.text("UPDATE deliveries SET tries = :t, last_status_code = 410 WHERE id = :id"),
+                         {"t": tries, "id": row["id"]})
+            disable_subscription(conn, row["subscription_id"], GONE)
             log.warning("subscription %s disabled: its webhook answered 410", row["subscription_id"])
             return
         delay = max(backoff_s(tries, self.settings, self.rng), attempt.retry_after_s or 0.0)
@@ -192,6 +194,9 @@ class Worker:
                 "UPDATE deliveries SET status = 'dead', tries = :t, last_status_code = :c, "
                 "finished_at = now() WHERE id = :id"), {"t": tries, "c": code, "id": row["id"]})
             log.warning("delivery %s dead-lettered after %d tries", row["id"], tries)
+            if row["replay_of"] is None:  # a replay of an old alert failing once says little
+                disable_subscription(conn, row["subscription_id"], DEAD)
+                log.warning("subscription %s disabled: a delivery was dead-lettered", row["subscription_id"])
             return
         conn.execute(sa.text(
             "UPDATE deliveries SET tries = :t, last_status_code = :c, "
@@ -208,8 +213,7 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until ``stop`` is set, woken by NOTIFY when ingest or a run raises alerts."""
-        url = make_url(database_url(self.settings)).set(drivername="postgresql")
-        listener = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        listener = psycopg.connect(listen_dsn(self.settings), autocommit=True)
         try:
             listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
             while not stop.is_set():

@@ -12,6 +12,11 @@ exists exactly when its events are committed. Run triggers (``route_new``, ``rou
 ``route_convergence``) run after ``rutas run`` (:func:`raise_run_alerts`). Alerts are unique per
 (subscription, trigger, object key): re-running or re-loading never raises one twice.
 
+A subscription is changed in place (:func:`update_subscription`), disabled by its webhook's 410 or
+a dead letter (:func:`disable_subscription`) until enabled again (:func:`enable_subscription`), and
+deleted by marking it (:func:`delete_subscription`): a disabled or deleted one raises nothing and
+its pending deliveries stop, while its alerts and deliveries stay for the audit.
+
 Privacy: an alert about a record of the subscription's own country, or of a country that shares
 records in detail with it (never victim identifications), carries the record; otherwise only its
 kind, crime type, owner country and month, as the API would show to that country.
@@ -24,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 
-from geodata.db import SYSTEM, Scope, scoped
+from geodata.db import SYSTEM, Scope, database_url, scoped
 from geodata.errors import InputError
+from geodata.settings import Settings
 
 TRIGGERS = ("event_in_fence", "route_new", "route_intensifying", "route_convergence")
 EVENT_KINDS = ("incident", "interception", "victim_identification")
@@ -40,6 +46,12 @@ NOTIFY_CHANNEL = "rutas_alerts"
 INTENSIFYING = "intensifying_hot"
 #: PostgreSQL NOTIFY payloads are small: the worker reads the outbox itself.
 _NOTIFY = sa.text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+
+
+def listen_dsn(settings: Settings) -> str:
+    """The libpq connection string of the store, for a connection that LISTENs on ``NOTIFY_CHANNEL``."""
+    url = make_url(database_url(settings)).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
 
 
 @dataclass(frozen=True)
@@ -132,17 +144,16 @@ def _fence_sql(sub: Subscription) -> tuple[str, dict[str, Any], dict[str, Any]]:
     raise AssertionError("checked by Subscription.check")
 
 
-def create_subscription(engine: Engine, sub: Subscription, *, scope: Scope, owner: str, secret: str) -> int:
-    """Store a subscription for ``owner`` (of ``scope``'s country and role) and return its id.
+def resolve_fence(engine: Engine, sub: Subscription, scope: Scope) -> tuple[bytes, dict[str, Any]]:
+    """The fence of ``sub`` as EWKB (MultiPolygon, EPSG:4326) and its stored reference.
 
-    The fence is resolved under the caller's scope (a corridor the caller may not see does not
-    exist for it), then the row is written by the service.
+    Resolved under ``scope``: a segment, crossing or corridor the caller may not see does not exist.
 
     Raises
     ------
     InputError
-        The fence is not a valid polygon, or the referenced segment, crossing or corridor does
-        not exist for the caller.
+        The subscription does not pass :meth:`Subscription.check`, the fence is not a valid
+        polygon, or the referenced segment, crossing or corridor does not exist for the caller.
     """
     sub.check()
     sql, params, ref = _fence_sql(sub)
@@ -161,15 +172,94 @@ def create_subscription(engine: Engine, sub: Subscription, *, scope: Scope, owne
             "(give a radius_m for points and lines).",
             f"{what}: no hay nada que cercar: el polígono está vacío, o el {what} no existe en su alcance "
             "(indique radius_m para puntos y líneas).", code="invalid")
+    return bytes(fence), ref
+
+
+def create_subscription(engine: Engine, sub: Subscription, *, scope: Scope, owner: str, secret: str) -> int:
+    """Store a subscription for ``owner`` (of ``scope``'s country and role) and return its id.
+
+    The fence is resolved under the caller's scope (a corridor the caller may not see does not
+    exist for it), then the row is written by the service.
+
+    Raises
+    ------
+    InputError
+        The fence is not a valid polygon, or the referenced segment, crossing or corridor does
+        not exist for the caller.
+    """
+    fence, ref = resolve_fence(engine, sub, scope)
     with scoped(engine, SYSTEM) as conn:
         return int(conn.execute(sa.text(
             "INSERT INTO subscriptions (name, owner, country, role, fence, fence_ref, triggers, filters, "
             "webhook_url, secret, sse) VALUES (:name, :owner, :country, :role, ST_GeomFromEWKB(:fence), "
             "CAST(:ref AS jsonb), :triggers, CAST(:filters AS jsonb), :url, :secret, :sse) RETURNING id"),
             {"name": sub.name.strip(), "owner": owner, "country": scope.country, "role": scope.role,
-             "fence": bytes(fence), "ref": json.dumps(ref), "triggers": list(dict.fromkeys(sub.triggers)),
+             "fence": fence, "ref": json.dumps(ref), "triggers": list(dict.fromkeys(sub.triggers)),
              "filters": json.dumps(sub.filters()), "url": sub.webhook_url, "secret": secret,
              "sse": sub.sse}).scalar_one())
+
+
+#: ``disabled_reason`` of a deleted subscription: kept (with its alerts and deliveries) for the
+#: audit, never enabled again, raising and delivering nothing.
+DELETED = "deleted"
+#: Pending deliveries of a subscription stop (status ``disabled``) when it is disabled or deleted.
+#: One a worker is posting at that moment (locked by its round) is left to its outcome: waiting
+#: for it could deadlock with a worker disabling the same subscription.
+_STOP_PENDING = sa.text(
+    "UPDATE deliveries SET status = 'disabled', finished_at = now() WHERE id IN ("
+    "SELECT id FROM deliveries WHERE subscription_id = :s AND status = 'pending' FOR UPDATE SKIP LOCKED)")
+
+
+def update_subscription(conn: Connection, sub_id: int, sub: Subscription, *,
+                        fence: tuple[bytes, dict[str, Any]] | None) -> int:
+    """Rewrite a subscription's name, triggers, filters, webhook and stream in ``conn``'s transaction.
+
+    ``fence`` is the new fence (EWKB, reference) from :func:`resolve_fence`, or None to keep the
+    stored one. Without a webhook URL any pending deliveries stop. Returns how many stopped.
+    """
+    sub.check()
+    params: dict[str, Any] = {
+        "id": sub_id, "name": sub.name.strip(), "triggers": list(dict.fromkeys(sub.triggers)),
+        "filters": json.dumps(sub.filters()), "url": sub.webhook_url, "sse": sub.sse}
+    set_fence = ""
+    if fence is not None:
+        set_fence = ", fence = ST_GeomFromEWKB(:fence), fence_ref = CAST(:ref AS jsonb)"
+        params.update(fence=fence[0], ref=json.dumps(fence[1]))
+    conn.execute(sa.text(
+        "UPDATE subscriptions SET name = :name, triggers = :triggers, filters = CAST(:filters AS jsonb), "
+        f"webhook_url = :url, sse = :sse{set_fence} WHERE id = :id"), params)
+    if sub.webhook_url is None:
+        return int(conn.execute(_STOP_PENDING, {"s": sub_id}).rowcount)
+    return 0
+
+
+def delete_subscription(conn: Connection, sub_id: int) -> int:
+    """Mark a subscription deleted and stop its pending deliveries; return how many stopped.
+
+    The row, its alerts, deliveries and attempts stay for the audit. A delivery a worker is
+    posting at that moment keeps its outcome; if that is a retry, it is never sent again.
+    """
+    conn.execute(sa.text(
+        "UPDATE subscriptions SET status = 'disabled', disabled_reason = :why WHERE id = :id"),
+        {"id": sub_id, "why": DELETED})
+    return int(conn.execute(_STOP_PENDING, {"s": sub_id}).rowcount)
+
+
+def enable_subscription(conn: Connection, sub_id: int) -> int:
+    """Enable a disabled subscription, queue again the deliveries its disabling stopped; return how many."""
+    conn.execute(sa.text(
+        "UPDATE subscriptions SET status = 'enabled', disabled_reason = NULL WHERE id = :id"), {"id": sub_id})
+    return int(conn.execute(sa.text(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = now(), finished_at = NULL "
+        "WHERE subscription_id = :s AND status = 'disabled'"), {"s": sub_id}).rowcount)
+
+
+def disable_subscription(conn: Connection, sub_id: int, reason: str) -> int:
+    """Disable an enabled subscription (no alerts raised, no deliveries sent); return deliveries stopped."""
+    conn.execute(sa.text(
+        "UPDATE subscriptions SET status = 'disabled', disabled_reason = :why "
+        "WHERE id = :id AND status = 'enabled'"), {"id": sub_id, "why": reason})
+    return int(conn.execute(_STOP_PENDING, {"s": sub_id}).rowcount)
 
 
 # Whether subscription s may see event e in detail (same rule as the API's row-level security).

@@ -1,4 +1,8 @@
-"""``rutas alerts create|list|deliveries|worker`` and the alerts stage of ``rutas demo``."""
+"""``rutas alerts create|list|deliveries|update|delete|enable|rotate-secret|worker`` and the demo stage.
+
+The command line acts for an administrator (it holds the database's credentials), so it may
+manage every subscription; ``create --country`` subscribes for that country's office.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,37 @@ import sqlalchemy as sa
 import typer
 from rich.table import Table
 
+from api import subscriptions
 from api.auth import Principal
 from api.delivery import Worker
-from api.subscriptions import SubscriptionIn, subscribe
+from api.subscriptions import SubscriptionIn, SubscriptionPatch, subscribe
 from geodata import db
 from geodata.errors import InputError
 from geodata.settings import Settings, get_settings
-from routes.alerts import backfill_event_alerts
+from routes.alerts import DELETED, backfill_event_alerts
 from scripts.console import friendly_errors, out, print_json
 
 alerts_app = typer.Typer(help="Alert subscriptions and delivery / Suscripciones y envío de alertas.",
                          no_args_is_help=True)
 #: Radius (metres) of the demo's fence around its border sector.
 DEMO_RADIUS_M = 25_000.0
+
+
+def _read_fence(path: Path) -> dict[str, Any]:
+    """The GeoJSON geometry of a file: a geometry, a Feature, or a FeatureCollection's first feature."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read a GeoJSON geometry ({type(error).__name__}).",
+                         f"{path}: no se puede leer una geometría GeoJSON ({type(error).__name__}).",
+                         code="bad_file") from None
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: not a GeoJSON object.", f"{path}: no es un objeto GeoJSON.",
+                         code="bad_file")
+    if loaded.get("type") == "FeatureCollection" and loaded.get("features"):
+        loaded = loaded["features"][0]
+    geometry: dict[str, Any] = loaded.get("geometry", loaded) if loaded.get("type") == "Feature" else loaded
+    return geometry
 
 
 def _principal(country: str | None) -> Principal:
@@ -56,17 +78,7 @@ def _create(
     """Subscribe a fence to alerts; prints the id and the signing secret (shown only once)."""
     settings = get_settings()
     db.upgrade(settings)
-    geometry: dict[str, Any] | None = None
-    if fence is not None:
-        try:
-            loaded = json.loads(fence.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise InputError(f"{fence}: cannot read a GeoJSON geometry ({type(error).__name__}).",
-                             f"{fence}: no se puede leer una geometría GeoJSON ({type(error).__name__}).",
-                             code="bad_file") from None
-        if loaded.get("type") == "FeatureCollection" and loaded.get("features"):
-            loaded = loaded["features"][0]
-        geometry = loaded.get("geometry", loaded) if loaded.get("type") == "Feature" else loaded
+    geometry = None if fence is None else _read_fence(fence)
     request = SubscriptionIn(name=name, triggers=trigger, fence=geometry, border_segment_id=border_segment,
                              crossing_id=crossing, corridor_id=corridor, radius_m=radius_m,
                              webhook_url=webhook, kinds=kind or [], crime_types=crime_type or [],
@@ -85,11 +97,14 @@ def _list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = 
     settings = get_settings()
     with db.scoped(db.get_engine(settings)) as conn:
         rows = [dict(r) for r in conn.execute(sa.text(
-            "SELECT s.id, s.name, s.country, s.triggers, s.webhook_url, s.status, "
+            "SELECT s.id, s.name, s.country, s.triggers, s.webhook_url, "
+            "CASE WHEN s.status = 'disabled' AND s.disabled_reason = :deleted THEN 'deleted' "
+            "ELSE s.status END AS status, "
             "(SELECT count(*) FROM alerts a WHERE a.subscription_id = s.id) AS alerts, "
             "(SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.status = 'delivered') "
             "AS delivered, (SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id "
-            "AND d.status = 'pending') AS pending FROM subscriptions s ORDER BY s.id")).mappings()]
+            "AND d.status = 'pending') AS pending FROM subscriptions s ORDER BY s.id"),
+            {"deleted": DELETED}).mappings()]
     if as_json:
         print_json(rows)
         return
@@ -127,6 +142,76 @@ def _deliveries(
 
 
 @friendly_errors
+def _update(
+    subscription: Annotated[int, typer.Argument(help="Subscription id")],
+    name: Annotated[str | None, typer.Option(help="New name")] = None,
+    trigger: Annotated[list[str] | None, typer.Option(help="New triggers (repeat)")] = None,
+    fence: Annotated[Path | None, typer.Option(help="GeoJSON file with a new fence (EPSG:4326)")] = None,
+    border_segment: Annotated[int | None, typer.Option(help="Fence this border segment instead")] = None,
+    crossing: Annotated[int | None, typer.Option(help="Fence this crossing instead")] = None,
+    corridor: Annotated[int | None, typer.Option(help="Fence this corridor instead")] = None,
+    radius_m: Annotated[float | None, typer.Option(
+        help="Metres around the new reference, or alone: around the stored one")] = None,
+    webhook: Annotated[str | None, typer.Option(help="New webhook URL (checked as at creation)")] = None,
+    no_webhook: Annotated[bool, typer.Option("--no-webhook", help="Remove the webhook")] = False,
+    kind: Annotated[list[str] | None, typer.Option(help="Only these event kinds (repeat)")] = None,
+    crime_type: Annotated[list[str] | None, typer.Option(help="Only these crime types (repeat)")] = None,
+    min_persons: Annotated[int | None, typer.Option(help="Only events with at least N persons")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the subscription as JSON")] = False,
+) -> None:
+    """Change a subscription: only the options given change."""
+    settings = get_settings()
+    changes: dict[str, Any] = {key: value for key, value in {
+        "name": name, "triggers": trigger, "border_segment_id": border_segment, "crossing_id": crossing,
+        "corridor_id": corridor, "radius_m": radius_m, "webhook_url": webhook, "kinds": kind,
+        "crime_types": crime_type, "min_persons": min_persons}.items() if value is not None}
+    if fence is not None:
+        changes["fence"] = _read_fence(fence)
+    if no_webhook:
+        changes["webhook_url"] = None
+    record = subscriptions.update(db.get_engine(settings), settings, _principal(None), subscription,
+                                  SubscriptionPatch(**changes))
+    if as_json:
+        print_json(record)
+    else:
+        out.print(f"Suscripción / subscription {subscription} actualizada / updated: "
+                  f"{', '.join(sorted(changes)) or '-'}", highlight=False, soft_wrap=True)
+
+
+@friendly_errors
+def _delete(subscription: Annotated[int, typer.Argument(help="Subscription id")]) -> None:
+    """Delete a subscription: no more alerts, pending deliveries stop; its history stays for the audit."""
+    settings = get_settings()
+    stopped = subscriptions.delete(db.get_engine(settings), _principal(None), subscription)
+    out.print(f"Suscripción / subscription {subscription} eliminada / deleted; entregas detenidas / "
+              f"deliveries stopped: {stopped}", highlight=False, soft_wrap=True)
+
+
+@friendly_errors
+def _enable(subscription: Annotated[int, typer.Argument(help="Subscription id")]) -> None:
+    """Enable a subscription disabled by its webhook's 410 or a dead letter; stopped deliveries go again."""
+    settings = get_settings()
+    requeued = subscriptions.enable(db.get_engine(settings), settings, _principal(None), subscription)
+    out.print(f"Suscripción / subscription {subscription} activada / enabled; entregas en cola otra vez / "
+              f"deliveries queued again: {requeued}", highlight=False, soft_wrap=True)
+
+
+@friendly_errors
+def _rotate_secret(
+    subscription: Annotated[int, typer.Argument(help="Subscription id")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print {id, secret} as JSON")] = False,
+) -> None:
+    """Give a subscription a new signing secret, printed only now; the old one stops signing."""
+    settings = get_settings()
+    secret = subscriptions.rotate_secret(db.get_engine(settings), settings, _principal(None), subscription)
+    if as_json:
+        print_json({"id": subscription, "secret": secret})
+    else:
+        out.print(f"Suscripción / subscription {subscription}; secreto nuevo / new signing secret "
+                  f"(guárdelo / keep it): {secret}", highlight=False, soft_wrap=True)
+
+
+@friendly_errors
 def _worker() -> None:
     """Deliver alerts to webhooks until interrupted (several workers may run at once)."""
     settings = get_settings()
@@ -141,10 +226,14 @@ def _worker() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``alerts create|list|deliveries|worker`` to the ``rutas`` command line."""
+    """Add ``alerts create|list|deliveries|update|delete|enable|rotate-secret|worker`` to ``rutas``."""
     alerts_app.command("create")(_create)
     alerts_app.command("list")(_list)
     alerts_app.command("deliveries")(_deliveries)
+    alerts_app.command("update")(_update)
+    alerts_app.command("delete")(_delete)
+    alerts_app.command("enable")(_enable)
+    alerts_app.command("rotate-secret")(_rotate_secret)
     alerts_app.command("worker")(_worker)
     app.add_typer(alerts_app, name="alerts")
 

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -59,12 +60,15 @@ class _Server(ThreadingHTTPServer):
 class Receiver:
     """A webhook receiver on 127.0.0.1: records each request; ``answer`` picks the status code."""
 
-    def __init__(self, answer: Callable[[int], tuple[int, dict[str, str]]] | None = None) -> None:
+    def __init__(self, answer: Callable[[int], tuple[int, dict[str, str]]] | None = None,
+                 host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.answer = answer or (lambda n: (204, {}))
         self.hold = threading.Event()
         self.hold.set()
-        self.port = 0
+        self.host = host
+        self.port = port
+        self.tls = tls
         self.server: ThreadingHTTPServer | None = None
         self.start()
 
@@ -86,8 +90,10 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = _Server(("127.0.0.1", self.port), Handler)
+        self.server = _Server((self.host, self.port), Handler)
         self.port = self.server.server_address[1]
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -98,18 +104,33 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"http://{self.host}:{self.port}/hook"
 
     def ids(self) -> list[str]:
         return [h["webhook-id"] for h, _ in self.received]
 
 
+def quick_retries(settings: Settings, allowed_hosts: str = "127.0.0.1") -> Settings:
+    """``settings`` with ``allowed_hosts`` allowed and retries in fractions of a second."""
+    return settings.model_copy(update={"webhook_allowed_hosts": allowed_hosts, "webhook_retry_base_s": 0.1,
+                                       "webhook_retry_max_s": 0.3, "alerts_poll_s": 0.05,
+                                       "webhook_timeout_s": 5.0})
+
+
+def alert_keys(engine: Engine) -> dict[str, str]:
+    """API keys: border authorities of MEX (two) and GTM, an administrator, a steward, an analyst."""
+    return {"border": create_key(engine, "border_authority", "MEX"),
+            "colleague": create_key(engine, "border_authority", "MEX"),
+            "admin": create_key(engine, "admin"),
+            "gtm": create_key(engine, "border_authority", "GTM"),
+            "steward": create_key(engine, "steward", "MEX"),
+            "analyst": create_key(engine, "analyst")}
+
+
 @pytest.fixture(scope="module")
 def alert_settings(settings: Settings) -> Settings:
     """The test run's settings with 127.0.0.1 allowed and retries in fractions of a second."""
-    return settings.model_copy(update={"webhook_allowed_hosts": "127.0.0.1", "webhook_retry_base_s": 0.1,
-                                       "webhook_retry_max_s": 0.3, "alerts_poll_s": 0.05,
-                                       "webhook_timeout_s": 5.0})
+    return quick_retries(settings)
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +141,7 @@ def api(alert_settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def keys(engine: Engine) -> dict[str, str]:
-    return {"border": create_key(engine, "border_authority", "MEX"),
-            "gtm": create_key(engine, "border_authority", "GTM"),
-            "steward": create_key(engine, "steward", "MEX"),
-            "analyst": create_key(engine, "analyst")}
+    return alert_keys(engine)
 
 
 @pytest.fixture()
@@ -260,6 +278,10 @@ def test_retry_after_and_dead_letter(engine: Engine, alert_settings: Settings, a
         worker.close()
         receiver.stop()
     assert len(receiver.received) == 2
+    # a dead letter disables the endpoint, as a 410 does, until its owner enables it again
+    listed = api.get("/subscriptions", headers=auth(keys["border"])).json()["subscriptions"]
+    mine = next(s for s in listed if s["id"] == created["id"])
+    assert mine["status"] == "disabled" and "dead letter" in mine["disabled_reason"]
 
 
 def test_worker_killed_mid_delivery_loses_nothing(api: TestClient, keys: dict[str, str], engine: Engine,
@@ -308,7 +330,7 @@ def test_allow_list_and_roles(api: TestClient, keys: dict[str, str], settings: S
     with pytest.raises(InputError, match=r"internal address 127\.0\.0\.1"):
         webhooks.check_target("http://127.0.0.1:9/", closed)
     allowed = settings.model_copy(update={"webhook_allowed_hosts": "10.0.0.0/8, hooks.internal"})
-    assert [str(a) for a in webhooks.check_target("http://10.1.2.3/", allowed)] == ["10.1.2.3"]
+    assert [str(a) for a in webhooks.check_target("http://10.1.2.3/", allowed).addresses] == ["10.1.2.3"]
     analyst = api.post("/subscriptions", headers=auth(keys["analyst"]), json={
         "name": "x", "fence": box(*TAPACHULA, 0.01), "triggers": ["event_in_fence"]})
     assert analyst.status_code == 403
@@ -326,8 +348,25 @@ def test_backoff_grows_with_jitter_and_retry_after_dates(settings: Settings) -> 
     assert 0 <= (retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") or 0.0) == 0.0
 
 
-def test_sse_stream_sends_alerts_as_they_are_raised(alert_settings: Settings, keys: dict[str, str],
-                                                    api: TestClient) -> None:
+def _stream_until(base: str, key: str, sub_id: int, headers: dict[str, str] | None = None,
+                  then: Callable[[], None] | None = None) -> list[str]:
+    """The stream's lines up to the first alert of ``sub_id`` (``then`` runs once the stream is open)."""
+    lines: list[str] = []
+    with httpx.stream("GET", f"{base}/alerts/stream", headers={**auth(key), **(headers or {})},
+                      timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        if then is not None:
+            then()
+        for line in stream.iter_lines():
+            lines.append(line)
+            if line.startswith("data: ") and json.loads(line[6:])["subscription_id"] == sub_id:
+                return lines
+    return lines
+
+
+def test_sse_stream_pushes_alerts_when_ingest_commits_and_resumes(alert_settings: Settings,
+                                                                   keys: dict[str, str],
+                                                                   api: TestClient) -> None:
     with socket.socket() as probe:  # a free loopback port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -341,21 +380,31 @@ def test_sse_stream_sends_alerts_as_they_are_raised(alert_settings: Settings, ke
     answer = api.post("/subscriptions", headers=auth(keys["border"]), json={
         "name": "sse", "fence": box(*place, 0.01), "triggers": ["event_in_fence"]})
     sub_id = answer.json()["id"]
-    got: list[dict[str, Any]] = []
     try:
-        with httpx.stream("GET", f"{base}/alerts/stream", headers=auth(keys["border"]), timeout=20) as stream:
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            record(api, keys["steward"], [place])
-            for line in stream.iter_lines():
-                if line.startswith("data: "):
-                    got.append(json.loads(line[6:]))
-                    if any(g["subscription_id"] == sub_id for g in got):
-                        break
+        lines = _stream_until(base, keys["border"], sub_id,
+                              then=lambda: record(api, keys["steward"], [place]))
+        # pushed when the ingest committed: before the first keep-alive (a read every 15 s)
+        assert not any(line.startswith(": keep-alive") for line in lines)
+        first = json.loads(lines[-1][6:])
+        assert first["trigger"] == "event_in_fence" and first["data"]["event"]["kind"] == "interception"
+        ids = [line[4:] for line in lines if line.startswith("id: ")]
+        assert ids[-1] == str(first["id"])
+        # raised while the client is away: it resumes after the last id it saw, missing nothing
+        record(api, keys["steward"], [(place[0] + 0.001, place[1])])
+        resumed = _stream_until(base, keys["border"], sub_id, headers={"Last-Event-ID": ids[-1]})
+        second = json.loads(resumed[-1][6:])
+        assert second["id"] > first["id"] and second["subscription_id"] == sub_id
+        # another country's authority never sees this subscription's alerts on its stream
+        gtm_place = (-91.5, 14.9)
+        gtm = api.post("/subscriptions", headers=auth(keys["gtm"]), json={
+            "name": "sse gtm", "fence": box(*gtm_place, 0.01), "triggers": ["event_in_fence"]}).json()["id"]
+        seen = _stream_until(base, keys["gtm"], gtm, headers={"Last-Event-ID": str(first["id"] - 1)},
+                             then=lambda: record(api, keys["steward"], [gtm_place]))
+        streamed = {json.loads(line[6:])["subscription_id"] for line in seen if line.startswith("data: ")}
+        assert streamed == {gtm}
     finally:
         server.should_exit = True
         thread.join(10)
-    mine = [g for g in got if g["subscription_id"] == sub_id]
-    assert mine[0]["trigger"] == "event_in_fence" and mine[0]["data"]["event"]["kind"] == "interception"
 
 
 def _up(base: str) -> bool:

@@ -92,3 +92,37 @@ def test_demo_stage_subscribes_the_busiest_border_sector(engine: Engine, setting
     assert fence_ref == {"border_segment_id": segments[0], "radius_m": cli_alerts.DEMO_RADIUS_M}
     # other tests' records may lie in the same fence: check the planted ones
     assert {f"event:{e}" for e in events[:2]} <= set(alerted) and f"event:{events[2]}" not in alerted
+
+
+def test_update_rotate_delete_and_enable(cli_env: None, tmp_path: Path, engine: Engine) -> None:
+    fence = tmp_path / "fence.geojson"
+    fence.write_text(json.dumps({"type": "Polygon", "coordinates": [
+        [[-92.3, 14.8], [-92.1, 14.8], [-92.1, 15.0], [-92.3, 15.0], [-92.3, 14.8]]]}))
+    runner = CliRunner()
+    created = runner.invoke(app, ["alerts", "create", "--name", "cli manage", "--trigger", "event_in_fence",
+                                  "--fence", str(fence), "--country", "MEX", "--webhook",
+                                  "http://127.0.0.1:9/hook", "--json"])
+    sub = json.loads(created.output.strip().splitlines()[-1])
+    sub_id = str(sub["id"])
+    updated = runner.invoke(app, ["alerts", "update", sub_id, "--name", "cli renamed", "--kind",
+                                  "interception", "--no-webhook", "--json"])
+    assert updated.exit_code == 0, updated.output
+    record = json.loads(updated.output.strip().splitlines()[-1])
+    assert (record["name"], record["webhook_url"], record["filters"]) == ("cli renamed", None,
+                                                                          {"kinds": ["interception"]})
+    refused = runner.invoke(app, ["alerts", "update", sub_id, "--webhook", "http://10.1.1.1/hook"])
+    assert refused.exit_code == 2 and "10.1.1.1" in refused.output
+    rotated = runner.invoke(app, ["alerts", "rotate-secret", sub_id, "--json"])
+    secret = json.loads(rotated.output.strip().splitlines()[-1])["secret"]
+    assert secret.startswith("whsec_") and secret != sub["secret"]
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT secret FROM subscriptions WHERE id = :id"),
+                              {"id": sub["id"]}).scalar_one()
+    assert sub["secret"] not in stored
+    assert runner.invoke(app, ["alerts", "enable", sub_id]).exit_code == 0  # enabled: nothing to resend
+    assert runner.invoke(app, ["alerts", "delete", sub_id]).exit_code == 0
+    listed = runner.invoke(app, ["alerts", "list", "--json"])
+    row = next(r for r in json.loads(listed.output.strip().splitlines()[-1]) if r["id"] == sub["id"])
+    assert row["status"] == "deleted"
+    again = runner.invoke(app, ["alerts", "enable", sub_id])
+    assert again.exit_code == 2 and "deleted" in again.output
