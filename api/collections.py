@@ -210,6 +210,20 @@ ROUTE_LAST_EVENT_SQL = (
     "FROM jsonb_each(r.monthly_counts) j WHERE CAST(j.value AS numeric) >= :k) END"
 )
 
+#: Whether the route's trend statistics (Mann-Kendall ``tau``, ``p_value``, ``trend``) may go to the
+#: caller: when it sees every member record in detail, or when no count is withheld from it and the
+#: member records it may not see number at least k. Otherwise the statistics could give back the
+#: series of fewer than k hidden records (its own records' series being known to it), or tell the
+#: months withheld apart (a two-month "down" says the withheld month is the smaller).
+ROUTE_STATS_SHOWN_SQL = (
+    f"({ROUTE_DETAIL_SQL} OR (NOT {ROUTE_SUPPRESSED_SQL} AND seen.total - seen.visible >= :k))"
+)
+ROUTE_TAU_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.tau END"
+ROUTE_P_VALUE_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.p_value END"
+ROUTE_TREND_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.trend END"
+#: Whether ``tau``, ``p_value`` and ``trend`` were withheld from the caller.
+ROUTE_TREND_SUPPRESSED_SQL = f"(NOT {ROUTE_STATS_SHOWN_SQL})"
+
 ROUTES = Collection(
     id="routes",
     title="Emerging routes / Rutas emergentes",
@@ -220,7 +234,9 @@ ROUTES = Collection(
         "member events go only to roles that read records, and only the events row-level security "
         "lets the caller see. When the caller may not see every member event in detail, event_count "
         "and each monthly count below k (settings.k_anonymity) are null and counts_suppressed is true, "
-        "and first_event/last_event are the starts of the first/last slice holding at least k records."
+        "and first_event/last_event are the starts of the first/last slice holding at least k records. "
+        "tau, p_value and trend are null and trend_suppressed is true unless the caller sees every member "
+        "event in detail, or no count is withheld and at least k member events are hidden from it."
     ),
     from_sql=(
         "routes r JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' "
@@ -241,9 +257,10 @@ ROUTES = Collection(
         "length_m": "r.length_m",
         "event_count": ROUTE_EVENT_COUNT_SQL,
         "counts_suppressed": ROUTE_SUPPRESSED_SQL,
-        "trend": "r.trend",
-        "tau": "r.tau",
-        "p_value": "r.p_value",
+        "trend": ROUTE_TREND_SQL,
+        "tau": ROUTE_TAU_SQL,
+        "p_value": ROUTE_P_VALUE_SQL,
+        "trend_suppressed": ROUTE_TREND_SUPPRESSED_SQL,
         "countries": "r.countries",
         "crossing_ids": "r.crossing_ids",
         "crossings": ("ARRAY(SELECT c.name FROM crossings c WHERE c.id = ANY(r.crossing_ids) "
@@ -264,7 +281,11 @@ ROUTES = Collection(
         _q("run_id", "r.run_id", "integer", "the analysis run"),
         _q("latest", "(latest.id IS NOT NULL)", "boolean", "route of the latest run of its crime types"),
         _q("category", "r.category", "string", "dominant category, e.g. intensifying_hot"),
-        _q("trend", "r.trend", "string", "up, down or none (Mann-Kendall)"),
+        _q("trend", ROUTE_TREND_SQL, "string",
+           "up, down or none (Mann-Kendall); null (and not matched) when withheld: see trend_suppressed"),
+        _q("tau", ROUTE_TAU_SQL, "number", "Mann-Kendall tau; null (and not matched) when withheld"),
+        _q("p_value", ROUTE_P_VALUE_SQL, "number",
+           "Mann-Kendall p-value; null (and not matched) when withheld"),
         _q("countries", "array_to_string(r.countries, ',')", "string",
            "ISO3 codes joined by commas, e.g. COL,VEN: use LIKE '%VEN%'"),
         _q("crime_types", "array_to_string(r.crime_types, ',')", "string",

@@ -31,8 +31,12 @@ from api.collections import (
     ROUTE_FIRST_EVENT_SQL,
     ROUTE_LAST_EVENT_SQL,
     ROUTE_MONTHLY_SQL,
+    ROUTE_P_VALUE_SQL,
     ROUTE_SCOPE_SQL,
     ROUTE_SUPPRESSED_SQL,
+    ROUTE_TAU_SQL,
+    ROUTE_TREND_SQL,
+    ROUTE_TREND_SUPPRESSED_SQL,
 )
 from api.deps import PrincipalDep, StateDep
 from geodata.db import scoped
@@ -64,7 +68,9 @@ RECORD_PRODUCTS = frozenset({"events"})
 _ROUTE_COUNTS_SQL = (
     f"SELECT r.id, {ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_MONTHLY_SQL} AS monthly_counts, "
     f"{ROUTE_SUPPRESSED_SQL} AS counts_suppressed, {ROUTE_FIRST_EVENT_SQL} AS first_event, "
-    f"{ROUTE_LAST_EVENT_SQL} AS last_event FROM routes r {ROUTE_SCOPE_SQL} "
+    f"{ROUTE_LAST_EVENT_SQL} AS last_event, {ROUTE_TREND_SQL} AS trend, {ROUTE_TAU_SQL} AS tau, "
+    f"{ROUTE_P_VALUE_SQL} AS p_value, {ROUTE_TREND_SUPPRESSED_SQL} AS trend_suppressed "
+    f"FROM routes r {ROUTE_SCOPE_SQL} "
     "WHERE r.id = ANY(CAST(:ids AS bigint[]))"
 )
 
@@ -72,7 +78,9 @@ _ROUTE_COUNTS_SQL = (
 def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
     """The routes product (EPSG:4326) as :func:`routes.export.export` writes it, with ``event_count``
     and each monthly count below ``k`` null and ``counts_suppressed`` true where the caller may not
-    see every member record in detail (the events' row-level security, counted in SQL)."""
+    see every member record in detail (the events' row-level security, counted in SQL), and
+    ``tau``, ``p_value`` and ``trend`` null with ``trend_suppressed`` true where they could give
+    back the series of fewer than ``k`` hidden records."""
     if request.format not in VECTOR_FORMATS:
         raise InputError(f"The routes product cannot be written as {request.format!r}: use one of "
                          f"{', '.join(VECTOR_FORMATS)}.",
@@ -82,7 +90,8 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
     with scoped(engine, request.scope) as conn:
         counts = pd.DataFrame(conn.execute(
             sa.text(_ROUTE_COUNTS_SQL), {"ids": [int(i) for i in frame["id"]], "k": k}).mappings().all(),
-            columns=["id", "event_count", "monthly_counts", "counts_suppressed", "first_event", "last_event"])
+            columns=["id", "event_count", "monthly_counts", "counts_suppressed", "first_event", "last_event",
+                     "trend", "tau", "p_value", "trend_suppressed"])
     counts = counts.set_index("id").reindex(frame["id"])
     # nullable integers: OGR's drivers take Int64; to_json and to_csv write Python ints and None
     total = counts["event_count"].astype("Int64")
@@ -92,7 +101,11 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
                          monthly_counts=counts["monthly_counts"].to_numpy(),
                          counts_suppressed=counts["counts_suppressed"].astype(bool).to_numpy(),
                          first_event=pd.to_datetime(counts["first_event"], utc=True).to_numpy(),
-                         last_event=pd.to_datetime(counts["last_event"], utc=True).to_numpy())
+                         last_event=pd.to_datetime(counts["last_event"], utc=True).to_numpy(),
+                         trend=counts["trend"].astype(object).to_numpy(),
+                         tau=counts["tau"].astype(float).to_numpy(),
+                         p_value=counts["p_value"].astype(float).to_numpy(),
+                         trend_suppressed=counts["trend_suppressed"].astype(bool).to_numpy())
     ordered = [c for c in frame.columns if c != "geometry"] + ["geometry"]
     written = write_frame(gpd.GeoDataFrame(frame[ordered], geometry="geometry", crs="EPSG:4326"),
                           request.format, request.out, layer="routes", name_column="category")

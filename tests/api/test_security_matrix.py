@@ -229,11 +229,17 @@ def check_products_matrix(
         members = {rid: set(ids) & allowed for rid, ids in products.routes.items()}
         counts = {rid: expected_counts(set(ids) <= allowed, *stored[rid], k)
                   for rid, ids in products.routes.items()}
+        # the trend statistics: to who sees every member, or when no count is withheld and at least k
+        # members are hidden (else they would describe the series of fewer than k hidden records)
+        stats = {rid: set(ids) <= allowed or (not counts[rid][2] and len(set(ids) - allowed) >= k)
+                 for rid, ids in products.routes.items()}
         for rid, (total, months, suppressed) in counts.items():
             series = client.get(f"/routes/{rid}/series", headers=bearer(key)).json()
             assert (series["event_count"], series["counts_suppressed"]) == (total, suppressed), who
             got = {p["start"]: p["count"] for p in series["series"]}
             assert {m: got[m] for m in months} == months, who
+            assert series["trend_suppressed"] == (not stats[rid]), who
+            assert series["trend"] is None or stats[rid], who
         # routes: items, item by id, tile
         body = client.get("/collections/routes/items", headers=bearer(key)).json()
         assert {f["id"] for f in body["features"]} == set(products.routes), who
@@ -244,6 +250,9 @@ def check_products_matrix(
             total, months, suppressed = counts[f["id"]]
             assert (props["event_count"], props["monthly_counts"], props["counts_suppressed"]) == (
                 total, months, suppressed), who
+            assert props["trend_suppressed"] == (not stats[f["id"]]), who
+            if not stats[f["id"]]:
+                assert (props["trend"], props["tau"], props["p_value"]) == (None, None, None), who
             if role in RECORD_ROLES:
                 assert set(props["event_ids"]) == members[f["id"]], who
             else:
