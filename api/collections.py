@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from api.cql2 import Queryable
+from routes.overlap_store import ZONE_WEIGHT
 
 RECORD_ROLES = frozenset({"admin", "steward", "prosecutor"})
 ALL_ROLES = frozenset({"admin", "steward", "prosecutor", "border_authority", "analyst"})
@@ -46,6 +47,8 @@ class Collection:
     audited: bool = False
     #: Properties sent as text in vector tiles (arrays, JSON and times have no MVT type).
     tile_text: frozenset[str] = frozenset({"occurred_at", "nationalities"})
+    #: Only the latest run's rows, in tiles always and in items unless a filter names run_id or latest.
+    latest_by_default: bool = False
 
     @property
     def audit(self) -> bool:
@@ -335,10 +338,128 @@ CORRIDORS = Collection(
     tile_text=frozenset({"valid_from", "valid_to"}),
 )
 
+#: The run of an overlap product row (alias ``p``): succeeded, and whether it is a latest run.
+_PRODUCT_RUN_SQL = (
+    "JOIN analysis_runs a ON a.id = p.run_id AND a.status = 'succeeded' "
+    f"LEFT JOIN ({LATEST_RUNS_SQL}) AS latest ON latest.id = p.run_id"
+)
+_LATEST_QUERYABLES = [
+    _q("run_id", "p.run_id", "integer", "the analysis run"),
+    _q("latest", "(latest.id IS NOT NULL)", "boolean",
+       "row of the latest run of its crime types (the default when no filter names run_id or latest)"),
+]
+
+CONVERGENCE_ZONES = Collection(
+    id="convergence-zones",
+    title="Convergence zones / Zonas de convergencia",
+    description=(
+        "Stretches of a route (EPSG:4326 areas) within reach of trafficking corridors of two kinds or more, "
+        "per analysis run; the latest run's unless a filter names run_id or latest. Each zone is derived "
+        "from corridors of the offices in owner_countries, and row-level security shows it only to a "
+        "reader who may read every one of those corridors (admins, owners' offices, partners sharing in "
+        "detail). score 0-1; crossing_distance_km to the nearest border crossing. Every read is audited."
+    ),
+    from_sql=f"convergence_zones p {_PRODUCT_RUN_SQL}",
+    id_sql="p.id",
+    geom_sql="p.geom",
+    geometry_type="Geometry",
+    properties={
+        "run_id": "p.run_id",
+        "latest": "latest.id IS NOT NULL",
+        "route_id": "p.route_id",
+        "kinds": "p.kinds",
+        "kind_count": "p.kind_count",
+        "crossing_distance_km": "p.crossing_distance_km",
+        "category": "p.category",
+        "score": "p.score",
+        "owner_countries": "p.owner_countries",
+    },
+    queryables=dict([
+        _q("geom", "p.geom", "geometry", "Zone (EPSG:4326)"),
+        _q("id", "p.id", "integer"),
+        *_LATEST_QUERYABLES,
+        _q("route_id", "p.route_id", "integer", "the route whose stretch the zone is"),
+        _q("kinds", "p.kinds", "string",
+           "corridor kinds joined by commas, e.g. drug,fuel: use LIKE '%fuel%'"),
+        _q("kind_count", "p.kind_count", "integer"),
+        _q("crossing_distance_km", "p.crossing_distance_km", "number", "km to the nearest border crossing"),
+        _q("category", "p.category", "string", "the route's dominant category"),
+        _q("score", "p.score", "number", "0 to 1"),
+        _q("owner_countries", "array_to_string(p.owner_countries, ',')", "string",
+           "ISO3 codes of the corridors' owners joined by commas: use LIKE '%COL%'"),
+    ]),
+    required_table="convergence_zones",
+    audited=True,
+    tile_text=frozenset({"owner_countries"}),
+    latest_by_default=True,
+)
+
+#: Whether a convergence zone of the same run that the reader may see covers the crossing.
+_IN_ZONE_SQL = ("EXISTS (SELECT 1 FROM convergence_zones z WHERE z.run_id = p.run_id "
+                "AND ST_Intersects(z.geom, p.geom))")
+#: Stored counts of records per country, those under k (stored as null) shown as the text "<k".
+_RECORDS_BY_COUNTRY_SQL = (
+    "(SELECT coalesce(jsonb_object_agg(j.key, CASE WHEN jsonb_typeof(j.value) = 'null' "
+    "THEN to_jsonb('<' || CAST(:k AS text)) ELSE j.value END), '{}'::jsonb) "
+    "FROM jsonb_each(p.records_by_country) j)"
+)
+_JOINT_SCORE_SQL = f"(p.base_score + {ZONE_WEIGHT} * CAST({_IN_ZONE_SQL} AS int))"
+
+JOINT_OPERATIONS = Collection(
+    id="joint-operations",
+    title="Joint-operation candidates / Candidatas a operaciones conjuntas",
+    description=(
+        "Border crossings (EPSG:4326 points) where routes carry records of two or more countries' offices, "
+        "per analysis run; the latest run's unless a filter names run_id or latest. Every role sees them: "
+        "records_by_country holds counts per office, those under k as the text '<k'. in_convergence_zone "
+        "and the score's corridor term (+0.15 on base_score) come from the convergence zones the reader "
+        "may see. Every read is audited."
+    ),
+    from_sql=f"joint_operations p {_PRODUCT_RUN_SQL}",
+    id_sql="p.id",
+    geom_sql="p.geom",
+    geometry_type="Point",
+    properties={
+        "run_id": "p.run_id",
+        "latest": "latest.id IS NOT NULL",
+        "crossing_id": "p.crossing_id",
+        "name": "p.name",
+        "countries": "p.countries",
+        "records_by_country": _RECORDS_BY_COUNTRY_SQL,
+        "route_ids": "p.route_ids",
+        "period_start": "p.period_start",
+        "period_end": "p.period_end",
+        "in_convergence_zone": _IN_ZONE_SQL,
+        "base_score": "p.base_score",
+        "score": _JOINT_SCORE_SQL,
+    },
+    queryables=dict([
+        _q("geom", "p.geom", "geometry", "The crossing (EPSG:4326)"),
+        _q("id", "p.id", "integer"),
+        *_LATEST_QUERYABLES,
+        _q("crossing_id", "p.crossing_id", "integer"),
+        _q("name", "p.name", "string", "the crossing's name"),
+        _q("countries", "p.countries", "string", "ISO3 codes joined by commas, e.g. COL,VEN"),
+        _q("period_start", "p.period_start", "datetime"),
+        _q("period_end", "p.period_end", "datetime"),
+        _q("in_convergence_zone", _IN_ZONE_SQL, "boolean",
+           "within a convergence zone the caller may see"),
+        _q("base_score", "p.base_score", "number", "score without the corridor term"),
+        _q("score", _JOINT_SCORE_SQL, "number",
+           "base_score + 0.15 inside a convergence zone the caller sees"),
+    ]),
+    required_table="joint_operations",
+    audited=True,
+    tile_text=frozenset({"records_by_country", "route_ids", "period_start", "period_end"}),
+    latest_by_default=True,
+)
+
 #: Aggregated, k-suppressed event counts (served by ``rutas_event_cells``, not a table scan).
 EVENT_CELLS_ID = "event-cells"
 
-COLLECTIONS: dict[str, Collection] = {c.id: c for c in (EVENTS, CROSSINGS, BORDERS, ROUTES, CORRIDORS)}
+COLLECTIONS: dict[str, Collection] = {
+    c.id: c for c in (EVENTS, CROSSINGS, BORDERS, ROUTES, CORRIDORS, CONVERGENCE_ZONES, JOINT_OPERATIONS)
+}
 
 
 def available(conn: Connection) -> dict[str, Collection]:

@@ -278,11 +278,15 @@ def items(request: Request, collection_id: CollectionP, state: StateDep, princip
     equals = [(name, value) for name, value in request.query_params.multi_items()
               if name not in RESERVED and name in coll.queryables
               and coll.queryables[name].type != "geometry"]
+    named: frozenset[str] = frozenset()
     if filter or equals:
         compiled = compile_filter(filter, filter_lang, coll.queryables,
                                   max_nodes=state.settings.api_max_cql2_nodes, equals=equals)
         where.append(compiled.sql)
         params.update(compiled.params)
+        named = compiled.properties
+    if coll.latest_by_default and not named & {"run_id", "latest"}:
+        where.append(coll.queryables["latest"].sql)
     if cursor is not None:
         where.append(f"{coll.id_sql} > :after")
         params["after"] = cursor

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import mapbox_vector_tile
 import pytest
@@ -287,6 +288,7 @@ def check_products_matrix(
         tile = client.get(f"/collections/corridors/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
         layers = mapbox_vector_tile.decode(tile.content)
         assert {f["id"] for f in layers.get("corridors", {"features": []})["features"]} == visible, who
+        check_overlap_products(client, key, role, country, products, k, (x, y))
         # exports over HTTP, in the caller's scope
         routes = client.get("/exports/routes", params={"format": "geojson"}, headers=bearer(key))
         assert routes.status_code == 200, who
@@ -304,6 +306,61 @@ def check_products_matrix(
             assert exported == allowed, who
         else:
             assert events.status_code == 403, who
+
+
+def check_overlap_products(client: TestClient, key: str, role: str, country: str | None, products: Products,
+                           k: int, tile_xy: tuple[int, int]) -> None:
+    """Convergence zones: only to who may read every corridor owner behind them; joint operations: to
+    every role, counts under k as "<k", the corridor term only from zones the caller sees. Latest
+    run by default, in items, item by id and tiles."""
+    who = f"{role}/{country}"
+
+    def zone_shown(zid: int) -> bool:
+        return role == "admin" or all(expected_corridor(role, country, o) for o in products.zones[zid][1])
+
+    def ids(cid: str, **params: str) -> set[int]:
+        response = client.get(f"/collections/{cid}/items", params=params, headers=bearer(key))
+        assert response.status_code == 200, f"{who} {cid} {params}: {response.text}"
+        return {int(f["id"]) for f in response.json()["features"]}
+
+    def of_run(items: dict[int, Any], run: int) -> set[int]:
+        return {i for i, v in items.items() if v[0] == run}
+
+    latest, old = products.latest_run, products.old_run
+    zones = {z for z in products.zones if zone_shown(z)}
+    assert ids("convergence-zones") == zones & of_run(products.zones, latest), who
+    assert ids("convergence-zones", latest="false") == zones & of_run(products.zones, old), who
+    assert ids("convergence-zones", filter=f"run_id = {old}") == zones & of_run(products.zones, old), who
+    assert ids("convergence-zones", filter="owner_countries LIKE '%PER%'") == zones & {
+        z for z, (run, owners) in products.zones.items() if run == latest and "PER" in owners}, who
+    for zid in products.zones:
+        status = client.get(f"/collections/convergence-zones/items/{zid}", headers=bearer(key)).status_code
+        assert status == (200 if zid in zones else 404), f"{who} zone {zid}"
+    x, y = tile_xy
+    tile = client.get(f"/collections/convergence-zones/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
+    drawn = mapbox_vector_tile.decode(tile.content).get("convergence-zones", {"features": []})["features"]
+    assert {f["id"] for f in drawn} == zones & of_run(products.zones, latest), who
+
+    body = client.get("/collections/joint-operations/items", headers=bearer(key)).json()
+    assert {f["id"] for f in body["features"]} == of_run(products.joint, latest), who
+    assert ids("joint-operations", filter=f"run_id = {old}") == of_run(products.joint, old), who
+    for f in body["features"]:
+        _, covering, base = products.joint[f["id"]]
+        inside = any(z in zones for z in covering)
+        props = f["properties"]
+        assert props["in_convergence_zone"] is inside, f"{who} joint {f['id']}"
+        assert math.isclose(props["score"], base + (0.15 if inside else 0.0)), who
+        shown = props["records_by_country"].values()
+        assert all((isinstance(n, int) and n >= k) or n == f"<{k}" for n in shown), who
+    first = min(of_run(products.joint, latest))
+    assert client.get(f"/collections/joint-operations/items/{first}", headers=bearer(key)).json()[
+        "properties"]["records_by_country"] == {"COL": 12, "VEN": f"<{k}"}, who
+    assert ids("joint-operations", filter="in_convergence_zone = true") == {
+        j for j, (run, covering, _) in products.joint.items()
+        if run == latest and any(z in zones for z in covering)}, who
+    tile = client.get(f"/collections/joint-operations/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
+    drawn = mapbox_vector_tile.decode(tile.content)["joint-operations"]["features"]
+    assert {f["id"] for f in drawn} == of_run(products.joint, latest), who
 
 
 def test_matrix_of_routes_corridors_and_exports(
@@ -331,3 +388,38 @@ def test_products_matrix_fails_when_the_corridor_policy_is_loosened(
         with engine.begin() as conn:
             conn.execute(sa.text("DROP POLICY corridors_open ON corridors"))
     check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
+
+
+def test_products_matrix_fails_when_the_zone_policy_is_loosened(
+    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products,
+    engine: Engine, settings: Settings,
+) -> None:
+    stored = stored_counts(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE POLICY zones_open ON convergence_zones FOR SELECT USING (true)"))
+    try:
+        with pytest.raises(AssertionError):
+            check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP POLICY zones_open ON convergence_zones"))
+
+
+def test_overlap_product_reads_are_audited(
+    client: TestClient, keys: dict[tuple[str, str | None], str], products: Products, engine: Engine
+) -> None:
+    key = keys[("prosecutor", "COL")]
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT coalesce(max(seq), 0) FROM audit_log")).scalar_one()
+    x, y = _tile_of(-72.4, 7.6, 7)
+    for cid, some in (("convergence-zones", min(products.zones)), ("joint-operations", min(products.joint))):
+        assert client.get(f"/collections/{cid}/items", headers=bearer(key)).status_code == 200
+        client.get(f"/collections/{cid}/items/{some}", headers=bearer(key))
+        assert client.get(f"/collections/{cid}/tiles/WebMercatorQuad/7/{x}/{y}",
+                          headers=bearer(key)).status_code == 200
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT collection, action FROM audit_log WHERE seq > :s"),
+                            {"s": before}).all()
+    products_read = ("convergence-zones", "joint-operations")
+    assert {(r.collection, r.action) for r in rows} >= {
+        (cid, action) for cid in products_read for action in ("items", "item", "tile")}
