@@ -343,6 +343,7 @@ _PRODUCT_RUN_SQL = (
     "JOIN analysis_runs a ON a.id = p.run_id AND a.status = 'succeeded' "
     f"LEFT JOIN ({LATEST_RUNS_SQL}) AS latest ON latest.id = p.run_id"
 )
+_LATEST_PROPERTIES = {"run_id": "p.run_id", "latest": "latest.id IS NOT NULL"}
 _LATEST_QUERYABLES = [
     _q("run_id", "p.run_id", "integer", "the analysis run"),
     _q("latest", "(latest.id IS NOT NULL)", "boolean",
@@ -364,8 +365,7 @@ CONVERGENCE_ZONES = Collection(
     geom_sql="p.geom",
     geometry_type="Geometry",
     properties={
-        "run_id": "p.run_id",
-        "latest": "latest.id IS NOT NULL",
+        **_LATEST_PROPERTIES,
         "route_id": "p.route_id",
         "kinds": "p.kinds",
         "kind_count": "p.kind_count",
@@ -420,8 +420,7 @@ JOINT_OPERATIONS = Collection(
     geom_sql="p.geom",
     geometry_type="Point",
     properties={
-        "run_id": "p.run_id",
-        "latest": "latest.id IS NOT NULL",
+        **_LATEST_PROPERTIES,
         "crossing_id": "p.crossing_id",
         "name": "p.name",
         "countries": "p.countries",

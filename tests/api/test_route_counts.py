@@ -48,25 +48,33 @@ CALLERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def victim_route(engine: Engine, world: list[Record], products: Products) -> Iterator[int]:
-    """The route of Colombia's victim identifications, in the latest run (removed afterwards)."""
-    members = [r.id for r in world if r.owner == "COL" and r.kind == "victim_identification"]
+def _added_route(engine: Engine, run_id: int, key: str, members: list[int], monthly: dict[str, int],
+                 trend: str, tau: float, p_value: float, countries: list[str]) -> Iterator[int]:
+    """A route of ``members`` in ``run_id`` (line and category copied from a seeded route), removed after."""
     with engine.begin() as conn:
         route_id = int(conn.execute(sa.text(
             "INSERT INTO routes (run_id, route_key, seen_before, crime_types, category, category_shares, "
             "length_m, event_count, trend, tau, p_value, countries, crossing_ids, first_event, last_event, "
-            "monthly_counts, segment_keys, geom) SELECT run_id, 'victims', false, crime_types, category, "
-            "category_shares, length_m, 14, 'down', -1.0, 0.32, ARRAY['COL'], crossing_ids, first_event, "
-            "last_event, "
-            "CAST(:monthly AS jsonb), segment_keys, geom FROM routes WHERE run_id = :run LIMIT 1 "
-            "RETURNING id"), {"monthly": json.dumps(MONTHLY), "run": products.latest_run}).scalar_one())
+            "monthly_counts, segment_keys, geom) SELECT run_id, :key, false, crime_types, category, "
+            "category_shares, length_m, :n, :trend, :tau, :p, CAST(:countries AS char(3)[]), crossing_ids, "
+            "first_event, last_event, CAST(:monthly AS jsonb), segment_keys, geom FROM routes "
+            "WHERE run_id = :run LIMIT 1 RETURNING id"),
+            {"key": key, "n": sum(monthly.values()), "trend": trend, "tau": tau, "p": p_value,
+             "countries": countries, "monthly": json.dumps(monthly), "run": run_id}).scalar_one())
         for event_id in members:
             conn.execute(sa.text("INSERT INTO route_events (route_id, event_id) VALUES (:r, :e)"),
                          {"r": route_id, "e": event_id})
     yield route_id
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM routes WHERE id = :r"), {"r": route_id})
+
+
+@pytest.fixture(scope="module")
+def victim_route(engine: Engine, world: list[Record], products: Products) -> Iterator[int]:
+    """The route of Colombia's victim identifications, in the latest run (removed afterwards)."""
+    members = [r.id for r in world if r.owner == "COL" and r.kind == "victim_identification"]
+    yield from _added_route(engine, products.latest_run, "victims", members, MONTHLY, "down", -1.0, 0.32,
+                            ["COL"])
 
 
 def check_victim_route(client: TestClient, keys: dict[tuple[str, str | None], str], route_id: int,
@@ -176,21 +184,8 @@ def test_the_check_fails_without_suppression(
 @pytest.fixture(scope="module")
 def crowd_route(engine: Engine, world: list[Record], products: Products) -> Iterator[int]:
     """A route of every seeded record (18) in one month, trend up (removed afterwards)."""
-    with engine.begin() as conn:
-        route_id = int(conn.execute(sa.text(
-            "INSERT INTO routes (run_id, route_key, seen_before, crime_types, category, category_shares, "
-            "length_m, event_count, trend, tau, p_value, countries, crossing_ids, first_event, last_event, "
-            "monthly_counts, segment_keys, geom) SELECT run_id, 'crowd', false, crime_types, category, "
-            "category_shares, length_m, 18, 'up', 0.9, 0.01, ARRAY['COL', 'PER', 'VEN'], crossing_ids, "
-            "first_event, last_event, CAST('{\"2026-08-01\": 18}' AS jsonb), segment_keys, geom "
-            "FROM routes WHERE run_id = :run LIMIT 1 RETURNING id"),
-            {"run": products.latest_run}).scalar_one())
-        for record in world:
-            conn.execute(sa.text("INSERT INTO route_events (route_id, event_id) VALUES (:r, :e)"),
-                         {"r": route_id, "e": record.id})
-    yield route_id
-    with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM routes WHERE id = :r"), {"r": route_id})
+    yield from _added_route(engine, products.latest_run, "crowd", [r.id for r in world], {"2026-08-01": 18},
+                            "up", 0.9, 0.01, ["COL", "PER", "VEN"])
 
 
 def test_trend_goes_only_where_at_least_k_records_are_hidden(

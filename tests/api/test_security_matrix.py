@@ -370,39 +370,26 @@ def test_matrix_of_routes_corridors_and_exports(
     check_products_matrix(client, keys, world, products, stored_counts(engine), settings.k_anonymity)
 
 
-def test_products_matrix_fails_when_the_corridor_policy_is_loosened(
+@pytest.mark.parametrize("table", ["corridors", "convergence_zones"])
+def test_products_matrix_fails_when_a_product_policy_is_loosened(
     client: TestClient,
     keys: dict[tuple[str, str | None], str],
     world: list[Record],
     products: Products,
     engine: Engine,
     settings: Settings,
+    table: str,
 ) -> None:
     stored = stored_counts(engine)
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE POLICY corridors_open ON corridors FOR SELECT USING (true)"))
+        conn.execute(sa.text(f"CREATE POLICY {table}_open ON {table} FOR SELECT USING (true)"))
     try:
         with pytest.raises(AssertionError):
             check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
     finally:
         with engine.begin() as conn:
-            conn.execute(sa.text("DROP POLICY corridors_open ON corridors"))
+            conn.execute(sa.text(f"DROP POLICY {table}_open ON {table}"))
     check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
-
-
-def test_products_matrix_fails_when_the_zone_policy_is_loosened(
-    client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products,
-    engine: Engine, settings: Settings,
-) -> None:
-    stored = stored_counts(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE POLICY zones_open ON convergence_zones FOR SELECT USING (true)"))
-    try:
-        with pytest.raises(AssertionError):
-            check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP POLICY zones_open ON convergence_zones"))
 
 
 def test_overlap_product_reads_are_audited(
