@@ -403,7 +403,20 @@ _RECORDS_BY_COUNTRY_SQL = (
     "THEN to_jsonb('<' || CAST(:k AS text)) ELSE j.value END), '{}'::jsonb) "
     "FROM jsonb_each(p.records_by_country) j)"
 )
-_JOINT_SCORE_SQL = f"(p.base_score + {ZONE_WEIGHT} * CAST({_IN_ZONE_SQL} AS int))"
+#: Whether every stored count is shown (none under k). The score weighs the records per country
+#: (their total and the second largest over the largest), so with one count withheld it would give
+#: that count back: base_score and score go only with every count shown.
+_JOINT_COUNTS_SHOWN_SQL = ("NOT EXISTS (SELECT 1 FROM jsonb_each(p.records_by_country) j "
+                           "WHERE jsonb_typeof(j.value) = 'null')")
+_JOINT_BASE_SCORE_SQL = f"CASE WHEN {_JOINT_COUNTS_SHOWN_SQL} THEN p.base_score END"
+_JOINT_SCORE_SQL = (f"CASE WHEN {_JOINT_COUNTS_SHOWN_SQL} "
+                    f"THEN p.base_score + {ZONE_WEIGHT} * CAST({_IN_ZONE_SQL} AS int) END")
+#: The period as the caller's view of its routes tells it: the routes' first and last event dates,
+#: coarsened like the routes' own for callers who may not see every member record in detail.
+_JOINT_PERIOD_START_SQL = (f"(SELECT min({ROUTE_FIRST_EVENT_SQL}) FROM routes r {ROUTE_SCOPE_SQL} "
+                           "WHERE r.id = ANY(p.route_ids))")
+_JOINT_PERIOD_END_SQL = (f"(SELECT max({ROUTE_LAST_EVENT_SQL}) FROM routes r {ROUTE_SCOPE_SQL} "
+                         "WHERE r.id = ANY(p.route_ids))")
 
 JOINT_OPERATIONS = Collection(
     id="joint-operations",
@@ -413,7 +426,9 @@ JOINT_OPERATIONS = Collection(
         "per analysis run; the latest run's unless a filter names run_id or latest. Every role sees them: "
         "records_by_country holds counts per office, those under k as the text '<k'. in_convergence_zone "
         "and the score's corridor term (+0.15 on base_score) come from the convergence zones the reader "
-        "may see. Every read is audited."
+        "may see. When a count is under k, base_score and score (which would give it back) are null and "
+        "score_suppressed is true; period_start/period_end are its routes' first/last event dates as "
+        "the caller sees them (coarsened like the routes'). Every read is audited."
     ),
     from_sql=f"joint_operations p {_PRODUCT_RUN_SQL}",
     id_sql="p.id",
@@ -426,11 +441,12 @@ JOINT_OPERATIONS = Collection(
         "countries": "p.countries",
         "records_by_country": _RECORDS_BY_COUNTRY_SQL,
         "route_ids": "p.route_ids",
-        "period_start": "p.period_start",
-        "period_end": "p.period_end",
+        "period_start": _JOINT_PERIOD_START_SQL,
+        "period_end": _JOINT_PERIOD_END_SQL,
         "in_convergence_zone": _IN_ZONE_SQL,
-        "base_score": "p.base_score",
+        "base_score": _JOINT_BASE_SCORE_SQL,
         "score": _JOINT_SCORE_SQL,
+        "score_suppressed": f"(NOT {_JOINT_COUNTS_SHOWN_SQL})",
     },
     queryables=dict([
         _q("geom", "p.geom", "geometry", "The crossing (EPSG:4326)"),
@@ -439,13 +455,16 @@ JOINT_OPERATIONS = Collection(
         _q("crossing_id", "p.crossing_id", "integer"),
         _q("name", "p.name", "string", "the crossing's name"),
         _q("countries", "p.countries", "string", "ISO3 codes joined by commas, e.g. COL,VEN"),
-        _q("period_start", "p.period_start", "datetime"),
-        _q("period_end", "p.period_end", "datetime"),
+        _q("period_start", _JOINT_PERIOD_START_SQL, "datetime",
+           "first event of its routes (coarsened as the routes' first_event)"),
+        _q("period_end", _JOINT_PERIOD_END_SQL, "datetime",
+           "last event of its routes (coarsened as the routes' last_event)"),
         _q("in_convergence_zone", _IN_ZONE_SQL, "boolean",
            "within a convergence zone the caller may see"),
-        _q("base_score", "p.base_score", "number", "score without the corridor term"),
+        _q("base_score", _JOINT_BASE_SCORE_SQL, "number",
+           "score without the corridor term; null (and not matched) when a count is under k"),
         _q("score", _JOINT_SCORE_SQL, "number",
-           "base_score + 0.15 inside a convergence zone the caller sees"),
+           "base_score + 0.15 inside a convergence zone the caller sees; null when a count is under k"),
     ]),
     required_table="joint_operations",
     audited=True,

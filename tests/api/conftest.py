@@ -222,7 +222,8 @@ class Products:
     corridors: dict[int, str]
     #: convergence zone id to (run id, owner countries of its corridors)
     zones: dict[int, tuple[int, list[str]]] = field(default_factory=dict)
-    #: joint-operation id to (run id, the zone ids covering its crossing, base score)
+    #: joint-operation id to (run id, the zone ids covering its crossing, base score); the latest
+    #: run's second holds a count under k (stored as null)
     joint: dict[int, tuple[int, list[int], float]] = field(default_factory=dict)
 
 
@@ -341,7 +342,7 @@ def seed_products(engine: Engine, world: list[Record]) -> Products:
         joint: dict[int, tuple[int, list[int], float]] = {}
         # (run, records by country, lon, base score, zones covering the crossing)
         for run, records, lon, base, covering in (
-            (latest, '{"COL": 12, "VEN": null}', -72.40, 0.5, [zone_ids[0]]),
+            (latest, '{"COL": 12, "VEN": 14}', -72.40, 0.5, [zone_ids[0]]),
             (latest, '{"PER": 11, "COL": null}', -72.20, 0.4, [zone_ids[1]]),
             (latest, '{"COL": 13, "PER": 20}', -72.00, 0.2, []),
             (old, '{"COL": 12, "VEN": 11}', -72.40, 0.3, [zone_ids[2]]),
