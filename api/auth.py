@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -30,6 +31,8 @@ from geodata.db import SYSTEM, Scope, scoped
 from geodata.errors import InputError, RutasError
 from geodata.settings import Settings
 from geodata.tables import API_ROLES
+
+log = logging.getLogger("rutas.api")
 
 _COUNTRY = re.compile(r"^[A-Z]{3}$")
 _KEY = re.compile(r"^rutas_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
@@ -319,8 +322,11 @@ class RevocationListener:
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             self.authenticator.forget(note.payload)
-            except psycopg.Error:
-                pass
+            except psycopg.Error as error:
+                log.warning("key revocations not received (%s): no key cache until listening again",
+                            type(error).__name__)
+            except Exception:  # never leave the cache on without the listener behind it
+                log.exception("key revocation listener failed: no key cache until listening again")
             self.authenticator.set_listening(False)
             self._stop.wait(self.retry_s)
 
