@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from api.auth import create_key, set_agreement
+from api.auth import KEYS_CHANNEL, Authenticator, RevocationListener, create_key, set_agreement
+from geodata import db
+from geodata.errors import RutasError
 from geodata.settings import Settings
 from tests.api.conftest import AGREEMENTS, Record, bearer, expected_detail
 
@@ -110,3 +112,43 @@ def test_a_changed_agreement_applies_at_once(
     finally:
         level = next(level for o, p, level in AGREEMENTS if (o, p) == ("COL", "PER"))
         set_agreement(engine, "COL", "PER", level)
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def test_no_cache_while_the_listener_is_down(settings: Settings, engine: Engine, world: list[Record]) -> None:
+    """When the LISTEN connection is lost the cache is off (a revocation could be missed), and back on,
+    emptied, once the listener has reconnected."""
+    authenticator = Authenticator(engine, settings)
+    listener = RevocationListener(db.database_url(settings), authenticator, retry_s=0.2)
+    listener.start()
+    try:
+        assert authenticator.listening
+        key = create_key(engine, "analyst", None, "listener test")
+        authenticator(f"Bearer {key}")
+        with engine.begin() as conn:
+            pids = conn.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = :q"),
+                {"q": f"LISTEN {KEYS_CHANNEL}"}).scalars().all()
+            assert pids
+            # revoked behind the listener's back, and its connection cut: the notification is lost
+            conn.execute(sa.text("UPDATE api_keys SET revoked_at = now() WHERE key_id = :id"),
+                         {"id": key.split("_")[1]})
+            for pid in pids:
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # the cache is off from the moment the loss is seen, and emptied when listening again
+        _wait_for(lambda: not authenticator.listening or authenticator._generation > 1)
+        with pytest.raises(RutasError) as refused:
+            authenticator(f"Bearer {key}")
+        assert refused.value.code == "unauthorized"
+        _wait_for(lambda: authenticator.listening)
+        with pytest.raises(RutasError):
+            authenticator(f"Bearer {key}")
+    finally:
+        listener.stop()
