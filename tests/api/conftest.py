@@ -249,7 +249,9 @@ def _run(conn: sa.Connection, status: str, crime_types: list[str], routes: int) 
                 "status": status,
                 "p": '{"alpha": 0.05, "slice": "month", "segment_km": 5.0}',
                 "t": '{"cube": 0.5, "total": 1.25}',
-                "c": f'{{"crime_types": {crime_types!r}, "routes": {routes}}}'.replace("'", '"'),
+                # joint_operations: the run stored its overlap products (read back by the exports)
+                "c": f'{{"crime_types": {crime_types!r}, "routes": {routes}, "joint_operations": 0}}'.replace(
+                    "'", '"'),
                 "error": "Run stopped: tests" if status == "failed" else None,
             },
         ).scalar_one()

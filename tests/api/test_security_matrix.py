@@ -299,6 +299,19 @@ def check_products_matrix(
             assert (f["properties"]["event_count"], exported_months, f["properties"]["counts_suppressed"]
                     ) == (total, months, suppressed), who
         assert "event_ids" not in routes.text, who
+        joint = client.get("/exports/joint-operations", params={"format": "geojson"}, headers=bearer(key))
+        assert joint.status_code == 200, who
+        route_a = client.get(f"/collections/routes/items/{list(products.routes)[1]}",
+                             headers=bearer(key)).json()["properties"]
+        exported_joint = joint.json()["features"]
+        assert len(exported_joint) == len([j for j, v in products.joint.items()
+                                           if v[0] == products.latest_run]), who
+        for f in exported_joint:
+            props = f["properties"]
+            under_k = f"<{k}" in json.loads(props["records_by_country"]).values()
+            assert (props["score"] is None, props["score_suppressed"]) == (under_k, under_k), who
+            for name, shown in (("period_start", "first_event"), ("period_end", "last_event")):
+                assert (props[name] or "")[:19] == (route_a[shown] or "")[:19], f"{who} {name}"
         events = client.get("/exports/events", params={"format": "geojson"}, headers=bearer(key))
         if role in RECORD_ROLES:
             assert events.status_code == 200, who
