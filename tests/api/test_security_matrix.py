@@ -379,6 +379,12 @@ def check_overlap_products(client: TestClient, key: str, role: str, country: str
     assert client.get(f"/collections/joint-operations/items/{second}", headers=bearer(key)).json()[
         "properties"]["records_by_country"] == {"PER": 11, "COL": f"<{k}"}, who
     assert second not in ids("joint-operations", filter="score >= 0"), who
+    # bbox around the second crossing (-72.20, 7.60) only
+    assert ids("joint-operations", bbox="-72.25,7.55,-72.15,7.65") == {second}, who
+    for cid, names in (("convergence-zones", {"run_id", "latest", "owner_countries", "kinds", "score"}),
+                       ("joint-operations", {"run_id", "score", "in_convergence_zone", "period_end"})):
+        listed = client.get(f"/collections/{cid}/queryables", headers=bearer(key)).json()["properties"]
+        assert names <= set(listed), f"{who} {cid}"
     assert ids("joint-operations", filter="in_convergence_zone = true") == {
         j for j, (run, covering, _) in products.joint.items()
         if run == latest and any(z in zones for z in covering)}, who
