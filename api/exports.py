@@ -66,6 +66,24 @@ MEDIA_TYPES = {
 #: Products whose rows are records of a country.
 RECORD_PRODUCTS = frozenset({"events"})
 
+def _written(frame: pd.DataFrame, request: ExportRequest, product: str, *, name_column: str) -> ExportReport:
+    """Write ``frame`` (EPSG:4326, geometry last) as the request says; the report of what was written."""
+    ordered = [c for c in frame.columns if c != "geometry"] + ["geometry"]
+    written = write_frame(gpd.GeoDataFrame(frame[ordered], geometry="geometry", crs="EPSG:4326"),
+                          request.format, request.out, layer=product, name_column=name_column)
+    notes = [] if written else ["nothing to export: run `rutas run` first"]
+    return ExportReport(product=product, format=request.format, path=str(request.out),
+                        features=written, notes=notes)
+
+
+def _check_vector(product: str, fmt: str) -> None:
+    if fmt not in VECTOR_FORMATS:
+        raise InputError(f"The {product} product cannot be written as {fmt!r}: use one of "
+                         f"{', '.join(VECTOR_FORMATS)}.",
+                         f"El producto {product} no se puede escribir como {fmt!r}: use uno de "
+                         f"{', '.join(VECTOR_FORMATS)}.", code="bad_format")
+
+
 _ROUTE_COUNTS_SQL = (
     f"SELECT r.id, {ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_MONTHLY_SQL} AS monthly_counts, "
     f"{ROUTE_SUPPRESSED_SQL} AS counts_suppressed, {ROUTE_FIRST_EVENT_SQL} AS first_event, "
@@ -103,26 +121,13 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
                          tau=counts["tau"].astype(float).to_numpy(),
                          p_value=counts["p_value"].astype(float).to_numpy(),
                          trend_suppressed=counts["trend_suppressed"].astype(bool).to_numpy())
-    ordered = [c for c in frame.columns if c != "geometry"] + ["geometry"]
-    written = write_frame(gpd.GeoDataFrame(frame[ordered], geometry="geometry", crs="EPSG:4326"),
-                          request.format, request.out, layer="routes", name_column="category")
-    notes = [] if written else ["nothing to export: run `rutas run` first"]
-    return ExportReport(product="routes", format=request.format, path=str(request.out),
-                        features=written, notes=notes)
+    return _written(frame, request, "routes", name_column="category")
 
 
 _ROUTE_DATES_SQL = (
     f"SELECT r.id, {ROUTE_FIRST_EVENT_SQL} AS first_event, {ROUTE_LAST_EVENT_SQL} AS last_event "
     f"FROM routes r {ROUTE_SCOPE_SQL} WHERE r.id = ANY(CAST(:ids AS bigint[]))"
 )
-
-
-def _check_vector(product: str, fmt: str) -> None:
-    if fmt not in VECTOR_FORMATS:
-        raise InputError(f"The {product} product cannot be written as {fmt!r}: use one of "
-                         f"{', '.join(VECTOR_FORMATS)}.",
-                         f"El producto {product} no se puede escribir como {fmt!r}: use uno de "
-                         f"{', '.join(VECTOR_FORMATS)}.", code="bad_format")
 
 
 def _export_joint_operations(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
@@ -145,12 +150,7 @@ def _export_joint_operations(engine: sa.Engine, request: ExportRequest, k: int) 
     last = pd.to_datetime(seen["last_event"], utc=True).groupby(level=0).max()
     frame = frame.assign(period_start=first.reindex(frame.index), period_end=last.reindex(frame.index),
                          score=frame["score"].astype(float).mask(withheld), score_suppressed=withheld)
-    ordered = [c for c in frame.columns if c != "geometry"] + ["geometry"]
-    written = write_frame(gpd.GeoDataFrame(frame[ordered], geometry="geometry", crs="EPSG:4326"),
-                          request.format, request.out, layer="joint-operations", name_column="name")
-    notes = [] if written else ["nothing to export: run `rutas run` first"]
-    return ExportReport(product="joint-operations", format=request.format, path=str(request.out),
-                        features=written, notes=notes)
+    return _written(frame, request, "joint-operations", name_column="name")
 
 
 #: Products written here rather than by :func:`routes.export.export`, to suppress what k requires.
