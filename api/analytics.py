@@ -29,7 +29,17 @@ from pyproj import Transformer
 from rasterio.errors import RasterioIOError
 
 from api.auth import Principal
-from api.collections import ROUTE_DETAIL_SQL, ROUTE_EVENT_COUNT_SQL, ROUTE_SCOPE_SQL
+from api.collections import (
+    ROUTE_DETAIL_SQL,
+    ROUTE_EVENT_COUNT_SQL,
+    ROUTE_FIRST_EVENT_SQL,
+    ROUTE_LAST_EVENT_SQL,
+    ROUTE_P_VALUE_SQL,
+    ROUTE_SCOPE_SQL,
+    ROUTE_TAU_SQL,
+    ROUTE_TREND_SQL,
+    ROUTE_TREND_SUPPRESSED_SQL,
+)
 from api.deps import PrincipalDep, StateDep
 from geodata.db import scoped
 from geodata.errors import InputError, RutasError
@@ -99,10 +109,15 @@ def route_series(route_id: int, state: StateDep, principal: PrincipalDep) -> dic
     event), its Mann-Kendall ``tau`` and ``p_value`` and the ``trend`` (up, down or none) at the
     run's ``alpha``. When the caller may not see every member record of the route in detail
     (row-level security of the events), ``event_count`` and each count below k
-    (``settings.k_anonymity``) are null and ``counts_suppressed`` is true."""
-    sql = ("SELECT r.id, r.run_id, r.category, r.trend, r.tau, r.p_value, "
+    (``settings.k_anonymity``) are null and ``counts_suppressed`` is true, ``first_event`` and
+    ``last_event`` are the starts of the first and last slice of at least k, and ``tau``, ``p_value``
+    and ``trend`` are null with ``trend_suppressed`` true unless no count is withheld and at least k
+    member records are hidden from the caller (see :data:`api.collections.ROUTE_STATS_SHOWN_SQL`)."""
+    sql = (f"SELECT r.id, r.run_id, r.category, {ROUTE_TREND_SQL} AS trend, {ROUTE_TAU_SQL} AS tau, "
+           f"{ROUTE_P_VALUE_SQL} AS p_value, {ROUTE_TREND_SUPPRESSED_SQL} AS trend_suppressed, "
            f"{ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_DETAIL_SQL} AS detail, "
-           "r.first_event, r.last_event, r.monthly_counts, a.parameters FROM routes r "
+           f"{ROUTE_FIRST_EVENT_SQL} AS first_event, {ROUTE_LAST_EVENT_SQL} AS last_event, "
+           "r.monthly_counts, a.parameters FROM routes r "
            f"JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' {ROUTE_SCOPE_SQL} "
            "WHERE r.id = :id")
     k = state.settings.k_anonymity
@@ -138,6 +153,7 @@ def route_series(route_id: int, state: StateDep, principal: PrincipalDep) -> dic
         "trend": row.trend,
         "tau": row.tau,
         "p_value": row.p_value,
+        "trend_suppressed": bool(row.trend_suppressed),
         "alpha": params.get("alpha"),
         "slice": params.get("slice"),
     }

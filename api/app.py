@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from api import alert_stream, analytics, errors, exports, features, ingest, subscriptions, tiles, web
-from api.auth import Authenticator, RateLimiter
+from api.auth import Authenticator, RateLimiter, RevocationListener
 from api.collections import COLLECTIONS
 from api.deps import AppState, StateDep
 from geodata.db import database_url, scoped
@@ -84,14 +84,18 @@ def create_app(settings: Settings) -> FastAPI:
         # request (a dropped connection fails one request with 503 and is replaced).
         engine = sa.create_engine(database_url(settings), pool_size=settings.api_pool_size,
                                   max_overflow=settings.api_pool_size, pool_recycle=1800)
-        app.state.rutas = AppState(settings=settings, engine=engine,
-                                   authenticator=Authenticator(engine, settings),
+        authenticator = Authenticator(engine, settings)
+        # revoked keys and changed agreements leave the key cache as soon as they commit
+        revocations = RevocationListener(database_url(settings), authenticator)
+        revocations.start()
+        app.state.rutas = AppState(settings=settings, engine=engine, authenticator=authenticator,
                                    limiter=RateLimiter(settings.api_rate_per_minute))
         app.state.alert_feed = alert_stream.AlertFeed(settings)
         try:
             yield
         finally:
             await app.state.alert_feed.close()
+            revocations.stop()
             engine.dispose()
 
     app = FastAPI(

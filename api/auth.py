@@ -4,12 +4,18 @@ A key looks like ``rutas_<key id>_<secret>``; only the SHA-256 of the secret is 
 by the public key id and compared in constant time. JWTs are verified with the configured
 secret (HS256) or public key (RS256/ES256), never both, so one cannot be passed off as the other;
 their claims ``role`` and ``country`` (and ``sub``) say who the caller is.
+
+Verified callers are cached in the process for ``KEY_CACHE_SECONDS``. Revoking a key or changing
+a sharing agreement sends a PostgreSQL notification (``NOTIFY rutas_keys``, delivered when the
+change commits) that every server process listens to (:class:`RevocationListener`) and that
+drops the cached callers at once; while a process is not listening, it does not use its cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -17,18 +23,25 @@ import time
 from dataclasses import dataclass, field
 
 import jwt
+import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from geodata.db import SYSTEM, Scope, scoped
 from geodata.errors import InputError, RutasError
 from geodata.settings import Settings
 from geodata.tables import API_ROLES
 
+log = logging.getLogger("rutas.api")
+
 _COUNTRY = re.compile(r"^[A-Z]{3}$")
 _KEY = re.compile(r"^rutas_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
-#: Seconds a verified key stays cached in the process (revocation takes at most this long).
+#: Seconds a verified key stays cached in the process (revocations and agreement changes drop it at once).
 KEY_CACHE_SECONDS = 30.0
+#: The notification channel of key revocations (payload: the key id) and agreement changes (``*``).
+KEYS_CHANNEL = "rutas_keys"
+#: Payload that drops every cached caller (the partners of a country changed).
+EVERY_KEY = "*"
 
 
 @dataclass(frozen=True)
@@ -109,8 +122,8 @@ def create_key(engine: Engine, role: str, country: str | None = None, label: str
 def revoke_key(engine: Engine, key: str) -> bool:
     """Revoke an API key, given whole or as its public id (``rutas_<id>_...`` or ``<id>``).
 
-    Returns False when no active key has that id. Servers stop accepting it within
-    ``KEY_CACHE_SECONDS``.
+    Returns False when no active key has that id. Every server listening (:class:`RevocationListener`)
+    drops the key from its cache when the revocation commits.
     """
     match = _KEY.match(key.strip())
     key_id = match.group(1) if match else key.strip()
@@ -119,7 +132,15 @@ def revoke_key(engine: Engine, key: str) -> bool:
             sa.text("UPDATE api_keys SET revoked_at = now() WHERE key_id = :key_id AND revoked_at IS NULL"),
             {"key_id": key_id},
         )
+        if done.rowcount:
+            _notify(conn, key_id)
     return bool(done.rowcount)
+
+
+def _notify(conn: sa.Connection, payload: str) -> None:
+    # delivered to the listeners when the transaction commits, never before
+    conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
+                 {"channel": KEYS_CHANNEL, "payload": payload})
 
 
 def set_agreement(engine: Engine, owner_country: str, partner_country: str, level: str | None) -> None:
@@ -136,16 +157,44 @@ def set_agreement(engine: Engine, owner_country: str, partner_country: str, leve
         if level is not None:
             conn.execute(sa.text("INSERT INTO sharing_agreements (owner_country, partner_country, level) "
                                  "VALUES (:o, :p, :level)"), {"o": owner, "p": partner, "level": level})
+        _notify(conn, EVERY_KEY)  # cached callers carry their partners: drop them all
 
 
 class Authenticator:
-    """Turns an ``Authorization`` header into a :class:`Principal` (with a short key cache)."""
+    """Turns an ``Authorization`` header into a :class:`Principal` (with a short key cache).
+
+    The cache is used only while :attr:`listening` (a :class:`RevocationListener` holds its
+    ``LISTEN`` connection and calls :meth:`forget`); a caller verified while a notification
+    arrived is not cached, so a revocation can never be overwritten by a lookup that preceded it.
+    """
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
+        #: Bumped by every notification: a lookup that saw another generation is not cached.
+        self._generation = 0
+        #: Whether revocations reach this process now (else every request is checked in the database).
+        self.listening = False
+
+    def forget(self, payload: str) -> None:
+        """Drop the cached callers of key id ``payload`` (every cached caller for ``*`` or ``""``)."""
+        prefix = f"rutas_{payload}_"
+        with self._lock:
+            self._generation += 1
+            if payload in (EVERY_KEY, ""):
+                self._cache.clear()
+            else:
+                for credential in [c for c in self._cache if c.startswith(prefix)]:
+                    del self._cache[credential]
+
+    def set_listening(self, listening: bool) -> None:
+        """Use the cache (True) or not (False); either way what is cached now is dropped."""
+        with self._lock:
+            self._generation += 1
+            self._cache.clear()
+            self.listening = listening
 
     def __call__(self, authorization: str | None) -> Principal:
         """The caller named by ``Authorization: Bearer <key or token>``; raises 401 otherwise."""
@@ -163,7 +212,8 @@ class Authenticator:
                                "La cabecera Authorization debe ser 'Bearer <clave o token>'.")
         now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(credential)
+            cached = self._cache.get(credential) if self.listening else None
+            generation = self._generation
         if cached and cached[0] > now:
             return cached[1]
         if credential.startswith("rutas_"):
@@ -173,9 +223,10 @@ class Authenticator:
         principal = Principal(principal.subject, principal.role, principal.country,
                               self._partners(principal.country))
         with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[credential] = (now + KEY_CACHE_SECONDS, principal)
+            if self.listening and generation == self._generation:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[credential] = (now + KEY_CACHE_SECONDS, principal)
         return principal
 
     def _from_key(self, key: str) -> Principal:
@@ -232,6 +283,52 @@ class Authenticator:
                 {"c": country},
             ).all()
         return {r.owner_country.strip(): r.level for r in rows}
+
+
+class RevocationListener:
+    """A thread holding a ``LISTEN rutas_keys`` connection that drops revoked keys from a cache.
+
+    Started and stopped with the app (its lifespan). When the connection fails, the authenticator
+    stops caching until the listener is back (it retries every ``retry_s`` seconds).
+    """
+
+    def __init__(self, url: str, authenticator: Authenticator, retry_s: float = 1.0) -> None:
+        self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.authenticator = authenticator
+        self.retry_s = retry_s
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rutas-key-revocations", daemon=True)
+
+    def start(self, wait_s: float = 5.0) -> None:
+        """Start listening; wait up to ``wait_s`` for the first ``LISTEN`` (no cache until then)."""
+        self._thread.start()
+        self._ready.wait(wait_s)
+
+    def stop(self) -> None:
+        """Stop listening and turn the cache off."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.authenticator.set_listening(False)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {KEYS_CHANNEL}")
+                    # what was cached before could have missed a revocation: start afresh
+                    self.authenticator.set_listening(True)
+                    self._ready.set()
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self.authenticator.forget(note.payload)
+            except psycopg.Error as error:
+                log.warning("key revocations not received (%s): no key cache until listening again",
+                            type(error).__name__)
+            except Exception:  # never leave the cache on without the listener behind it
+                log.exception("key revocation listener failed: no key cache until listening again")
+            self.authenticator.set_listening(False)
+            self._stop.wait(self.retry_s)
 
 
 class RateLimiter:

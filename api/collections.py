@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from api.cql2 import Queryable
+from routes.overlap_store import ZONE_WEIGHT
 
 RECORD_ROLES = frozenset({"admin", "steward", "prosecutor"})
 ALL_ROLES = frozenset({"admin", "steward", "prosecutor", "border_authority", "analyst"})
@@ -46,6 +47,8 @@ class Collection:
     audited: bool = False
     #: Properties sent as text in vector tiles (arrays, JSON and times have no MVT type).
     tile_text: frozenset[str] = frozenset({"occurred_at", "nationalities"})
+    #: Only the latest run's rows, in tiles always and in items unless a filter names run_id or latest.
+    latest_by_default: bool = False
 
     @property
     def audit(self) -> bool:
@@ -210,6 +213,20 @@ ROUTE_LAST_EVENT_SQL = (
     "FROM jsonb_each(r.monthly_counts) j WHERE CAST(j.value AS numeric) >= :k) END"
 )
 
+#: Whether the route's trend statistics (Mann-Kendall ``tau``, ``p_value``, ``trend``) may go to the
+#: caller: when it sees every member record in detail, or when no count is withheld from it and the
+#: member records it may not see number at least k. Otherwise the statistics could give back the
+#: series of fewer than k hidden records (its own records' series being known to it), or tell the
+#: months withheld apart (a two-month "down" says the withheld month is the smaller).
+ROUTE_STATS_SHOWN_SQL = (
+    f"({ROUTE_DETAIL_SQL} OR (NOT {ROUTE_SUPPRESSED_SQL} AND seen.total - seen.visible >= :k))"
+)
+ROUTE_TAU_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.tau END"
+ROUTE_P_VALUE_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.p_value END"
+ROUTE_TREND_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.trend END"
+#: Whether ``tau``, ``p_value`` and ``trend`` were withheld from the caller.
+ROUTE_TREND_SUPPRESSED_SQL = f"(NOT {ROUTE_STATS_SHOWN_SQL})"
+
 ROUTES = Collection(
     id="routes",
     title="Emerging routes / Rutas emergentes",
@@ -220,7 +237,9 @@ ROUTES = Collection(
         "member events go only to roles that read records, and only the events row-level security "
         "lets the caller see. When the caller may not see every member event in detail, event_count "
         "and each monthly count below k (settings.k_anonymity) are null and counts_suppressed is true, "
-        "and first_event/last_event are the starts of the first/last slice holding at least k records."
+        "and first_event/last_event are the starts of the first/last slice holding at least k records. "
+        "tau, p_value and trend are null and trend_suppressed is true unless the caller sees every member "
+        "event in detail, or no count is withheld and at least k member events are hidden from it."
     ),
     from_sql=(
         "routes r JOIN analysis_runs a ON a.id = r.run_id AND a.status = 'succeeded' "
@@ -241,9 +260,10 @@ ROUTES = Collection(
         "length_m": "r.length_m",
         "event_count": ROUTE_EVENT_COUNT_SQL,
         "counts_suppressed": ROUTE_SUPPRESSED_SQL,
-        "trend": "r.trend",
-        "tau": "r.tau",
-        "p_value": "r.p_value",
+        "trend": ROUTE_TREND_SQL,
+        "tau": ROUTE_TAU_SQL,
+        "p_value": ROUTE_P_VALUE_SQL,
+        "trend_suppressed": ROUTE_TREND_SUPPRESSED_SQL,
         "countries": "r.countries",
         "crossing_ids": "r.crossing_ids",
         "crossings": ("ARRAY(SELECT c.name FROM crossings c WHERE c.id = ANY(r.crossing_ids) "
@@ -264,7 +284,11 @@ ROUTES = Collection(
         _q("run_id", "r.run_id", "integer", "the analysis run"),
         _q("latest", "(latest.id IS NOT NULL)", "boolean", "route of the latest run of its crime types"),
         _q("category", "r.category", "string", "dominant category, e.g. intensifying_hot"),
-        _q("trend", "r.trend", "string", "up, down or none (Mann-Kendall)"),
+        _q("trend", ROUTE_TREND_SQL, "string",
+           "up, down or none (Mann-Kendall); null (and not matched) when withheld: see trend_suppressed"),
+        _q("tau", ROUTE_TAU_SQL, "number", "Mann-Kendall tau; null (and not matched) when withheld"),
+        _q("p_value", ROUTE_P_VALUE_SQL, "number",
+           "Mann-Kendall p-value; null (and not matched) when withheld"),
         _q("countries", "array_to_string(r.countries, ',')", "string",
            "ISO3 codes joined by commas, e.g. COL,VEN: use LIKE '%VEN%'"),
         _q("crime_types", "array_to_string(r.crime_types, ',')", "string",
@@ -314,10 +338,146 @@ CORRIDORS = Collection(
     tile_text=frozenset({"valid_from", "valid_to"}),
 )
 
+#: The run of an overlap product row (alias ``p``): succeeded, and whether it is a latest run.
+_PRODUCT_RUN_SQL = (
+    "JOIN analysis_runs a ON a.id = p.run_id AND a.status = 'succeeded' "
+    f"LEFT JOIN ({LATEST_RUNS_SQL}) AS latest ON latest.id = p.run_id"
+)
+_LATEST_PROPERTIES = {"run_id": "p.run_id", "latest": "latest.id IS NOT NULL"}
+_LATEST_QUERYABLES = [
+    _q("run_id", "p.run_id", "integer", "the analysis run"),
+    _q("latest", "(latest.id IS NOT NULL)", "boolean",
+       "row of the latest run of its crime types (the default when no filter names run_id or latest)"),
+]
+
+CONVERGENCE_ZONES = Collection(
+    id="convergence-zones",
+    title="Convergence zones / Zonas de convergencia",
+    description=(
+        "Stretches of a route (EPSG:4326 areas) within reach of trafficking corridors of two kinds or more, "
+        "per analysis run; the latest run's unless a filter names run_id or latest. Each zone is derived "
+        "from corridors of the offices in owner_countries, and row-level security shows it only to a "
+        "reader who may read every one of those corridors (admins, owners' offices, partners sharing in "
+        "detail). score 0-1; crossing_distance_km to the nearest border crossing. Every read is audited."
+    ),
+    from_sql=f"convergence_zones p {_PRODUCT_RUN_SQL}",
+    id_sql="p.id",
+    geom_sql="p.geom",
+    geometry_type="Geometry",
+    properties={
+        **_LATEST_PROPERTIES,
+        "route_id": "p.route_id",
+        "kinds": "p.kinds",
+        "kind_count": "p.kind_count",
+        "crossing_distance_km": "p.crossing_distance_km",
+        "category": "p.category",
+        "score": "p.score",
+        "owner_countries": "p.owner_countries",
+    },
+    queryables=dict([
+        _q("geom", "p.geom", "geometry", "Zone (EPSG:4326)"),
+        _q("id", "p.id", "integer"),
+        *_LATEST_QUERYABLES,
+        _q("route_id", "p.route_id", "integer", "the route whose stretch the zone is"),
+        _q("kinds", "p.kinds", "string",
+           "corridor kinds joined by commas, e.g. drug,fuel: use LIKE '%fuel%'"),
+        _q("kind_count", "p.kind_count", "integer"),
+        _q("crossing_distance_km", "p.crossing_distance_km", "number", "km to the nearest border crossing"),
+        _q("category", "p.category", "string", "the route's dominant category"),
+        _q("score", "p.score", "number", "0 to 1"),
+        _q("owner_countries", "array_to_string(p.owner_countries, ',')", "string",
+           "ISO3 codes of the corridors' owners joined by commas: use LIKE '%COL%'"),
+    ]),
+    required_table="convergence_zones",
+    audited=True,
+    tile_text=frozenset({"owner_countries"}),
+    latest_by_default=True,
+)
+
+#: Whether a convergence zone of the same run that the reader may see covers the crossing.
+_IN_ZONE_SQL = ("EXISTS (SELECT 1 FROM convergence_zones z WHERE z.run_id = p.run_id "
+                "AND ST_Intersects(z.geom, p.geom))")
+#: Stored counts of records per country, those under k (stored as null) shown as the text "<k".
+_RECORDS_BY_COUNTRY_SQL = (
+    "(SELECT coalesce(jsonb_object_agg(j.key, CASE WHEN jsonb_typeof(j.value) = 'null' "
+    "THEN to_jsonb('<' || CAST(:k AS text)) ELSE j.value END), '{}'::jsonb) "
+    "FROM jsonb_each(p.records_by_country) j)"
+)
+#: Whether every stored count is shown (none under k). The score weighs the records per country
+#: (their total and the second largest over the largest), so with one count withheld it would give
+#: that count back: base_score and score go only with every count shown.
+_JOINT_COUNTS_SHOWN_SQL = ("NOT EXISTS (SELECT 1 FROM jsonb_each(p.records_by_country) j "
+                           "WHERE jsonb_typeof(j.value) = 'null')")
+_JOINT_BASE_SCORE_SQL = f"CASE WHEN {_JOINT_COUNTS_SHOWN_SQL} THEN p.base_score END"
+_JOINT_SCORE_SQL = (f"CASE WHEN {_JOINT_COUNTS_SHOWN_SQL} "
+                    f"THEN p.base_score + {ZONE_WEIGHT} * CAST({_IN_ZONE_SQL} AS int) END")
+#: The period as the caller's view of its routes tells it: the routes' first and last event dates,
+#: coarsened like the routes' own for callers who may not see every member record in detail.
+_JOINT_PERIOD_START_SQL = (f"(SELECT min({ROUTE_FIRST_EVENT_SQL}) FROM routes r {ROUTE_SCOPE_SQL} "
+                           "WHERE r.id = ANY(p.route_ids))")
+_JOINT_PERIOD_END_SQL = (f"(SELECT max({ROUTE_LAST_EVENT_SQL}) FROM routes r {ROUTE_SCOPE_SQL} "
+                         "WHERE r.id = ANY(p.route_ids))")
+
+JOINT_OPERATIONS = Collection(
+    id="joint-operations",
+    title="Joint-operation candidates / Candidatas a operaciones conjuntas",
+    description=(
+        "Border crossings (EPSG:4326 points) where routes carry records of two or more countries' offices, "
+        "per analysis run; the latest run's unless a filter names run_id or latest. Every role sees them: "
+        "records_by_country holds counts per office, those under k as the text '<k'. in_convergence_zone "
+        "and the score's corridor term (+0.15 on base_score) come from the convergence zones the reader "
+        "may see. When a count is under k, base_score and score (which would give it back) are null and "
+        "score_suppressed is true; period_start/period_end are its routes' first/last event dates as "
+        "the caller sees them (coarsened like the routes'). Every read is audited."
+    ),
+    from_sql=f"joint_operations p {_PRODUCT_RUN_SQL}",
+    id_sql="p.id",
+    geom_sql="p.geom",
+    geometry_type="Point",
+    properties={
+        **_LATEST_PROPERTIES,
+        "crossing_id": "p.crossing_id",
+        "name": "p.name",
+        "countries": "p.countries",
+        "records_by_country": _RECORDS_BY_COUNTRY_SQL,
+        "route_ids": "p.route_ids",
+        "period_start": _JOINT_PERIOD_START_SQL,
+        "period_end": _JOINT_PERIOD_END_SQL,
+        "in_convergence_zone": _IN_ZONE_SQL,
+        "base_score": _JOINT_BASE_SCORE_SQL,
+        "score": _JOINT_SCORE_SQL,
+        "score_suppressed": f"(NOT {_JOINT_COUNTS_SHOWN_SQL})",
+    },
+    queryables=dict([
+        _q("geom", "p.geom", "geometry", "The crossing (EPSG:4326)"),
+        _q("id", "p.id", "integer"),
+        *_LATEST_QUERYABLES,
+        _q("crossing_id", "p.crossing_id", "integer"),
+        _q("name", "p.name", "string", "the crossing's name"),
+        _q("countries", "p.countries", "string", "ISO3 codes joined by commas, e.g. COL,VEN"),
+        _q("period_start", _JOINT_PERIOD_START_SQL, "datetime",
+           "first event of its routes (coarsened as the routes' first_event)"),
+        _q("period_end", _JOINT_PERIOD_END_SQL, "datetime",
+           "last event of its routes (coarsened as the routes' last_event)"),
+        _q("in_convergence_zone", _IN_ZONE_SQL, "boolean",
+           "within a convergence zone the caller may see"),
+        _q("base_score", _JOINT_BASE_SCORE_SQL, "number",
+           "score without the corridor term; null (and not matched) when a count is under k"),
+        _q("score", _JOINT_SCORE_SQL, "number",
+           "base_score + 0.15 inside a convergence zone the caller sees; null when a count is under k"),
+    ]),
+    required_table="joint_operations",
+    audited=True,
+    tile_text=frozenset({"records_by_country", "route_ids", "period_start", "period_end"}),
+    latest_by_default=True,
+)
+
 #: Aggregated, k-suppressed event counts (served by ``rutas_event_cells``, not a table scan).
 EVENT_CELLS_ID = "event-cells"
 
-COLLECTIONS: dict[str, Collection] = {c.id: c for c in (EVENTS, CROSSINGS, BORDERS, ROUTES, CORRIDORS)}
+COLLECTIONS: dict[str, Collection] = {
+    c.id: c for c in (EVENTS, CROSSINGS, BORDERS, ROUTES, CORRIDORS, CONVERGENCE_ZONES, JOINT_OPERATIONS)
+}
 
 
 def available(conn: Connection) -> dict[str, Collection]:

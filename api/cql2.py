@@ -68,6 +68,19 @@ class SqlFilter:
 
     sql: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: The queryables the filter names (a collection's default, such as the latest run, yields to them).
+    properties: frozenset[str] = frozenset()
+
+
+def _properties(node: Any) -> set[str]:
+    """Every property a CQL2-JSON tree names."""
+    if isinstance(node, dict):
+        if set(node) == {"property"}:
+            return {str(node["property"])}
+        return {name for value in node.values() for name in _properties(value)}
+    if isinstance(node, list):
+        return {name for value in node for name in _properties(value)}
+    return set()
 
 
 def _literal_text(node: Any) -> str | None:
@@ -418,7 +431,9 @@ def compile_filter(filter_text: str | None, lang: str | None, queryables: dict[s
     if not trees:
         return SqlFilter(sql="TRUE")
     tree = trees[0] if len(trees) == 1 else {"op": "and", "args": trees}
-    return to_sql(tree, queryables, max_nodes=max_nodes)
+    compiled = to_sql(tree, queryables, max_nodes=max_nodes)
+    compiled.properties = frozenset(_properties(tree))
+    return compiled
 
 
 def _typed(queryable: Queryable, value: str) -> Any:

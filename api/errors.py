@@ -13,9 +13,10 @@ import psycopg
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import html
 from geodata.errors import InputError, RutasError
 
 log = logging.getLogger("rutas.api")
@@ -59,10 +60,13 @@ def install(app: FastAPI) -> None:
     """Register the exception handlers on ``app``."""
 
     @app.exception_handler(RutasError)
-    async def _rutas(_: Request, exc: RutasError) -> JSONResponse:
+    async def _rutas(request: Request, exc: RutasError) -> Response:
         status, code = status_of(exc)
         if status >= 500:
             log.error("request failed: %s (%s)", exc.code, exc.message)
+        if html.wants_html(request):  # a browser reading the HTML pages gets an error page
+            headers = {"WWW-Authenticate": 'Bearer realm="rutas"'} if status == 401 else None
+            return html.error_page(request, status, exc.message, exc.message_es, headers)
         return problem_response(status, code, exc.message, exc.message_es,
                                 [p.as_record() for p in exc.problems[:1000]])
 

@@ -31,12 +31,17 @@ from api.collections import (
     ROUTE_FIRST_EVENT_SQL,
     ROUTE_LAST_EVENT_SQL,
     ROUTE_MONTHLY_SQL,
+    ROUTE_P_VALUE_SQL,
     ROUTE_SCOPE_SQL,
     ROUTE_SUPPRESSED_SQL,
+    ROUTE_TAU_SQL,
+    ROUTE_TREND_SQL,
+    ROUTE_TREND_SUPPRESSED_SQL,
 )
 from api.deps import PrincipalDep, StateDep
 from geodata.db import scoped
 from geodata.errors import InputError, RutasError
+from maps.products import joint_operations_for_export
 from routes.export import (
     PRODUCTS,
     SUFFIXES,
@@ -61,10 +66,30 @@ MEDIA_TYPES = {
 #: Products whose rows are records of a country.
 RECORD_PRODUCTS = frozenset({"events"})
 
+def _written(frame: pd.DataFrame, request: ExportRequest, product: str, *, name_column: str) -> ExportReport:
+    """Write ``frame`` (EPSG:4326, geometry last) as the request says; the report of what was written."""
+    ordered = [c for c in frame.columns if c != "geometry"] + ["geometry"]
+    written = write_frame(gpd.GeoDataFrame(frame[ordered], geometry="geometry", crs="EPSG:4326"),
+                          request.format, request.out, layer=product, name_column=name_column)
+    notes = [] if written else ["nothing to export: run `rutas run` first"]
+    return ExportReport(product=product, format=request.format, path=str(request.out),
+                        features=written, notes=notes)
+
+
+def _check_vector(product: str, fmt: str) -> None:
+    if fmt not in VECTOR_FORMATS:
+        raise InputError(f"The {product} product cannot be written as {fmt!r}: use one of "
+                         f"{', '.join(VECTOR_FORMATS)}.",
+                         f"El producto {product} no se puede escribir como {fmt!r}: use uno de "
+                         f"{', '.join(VECTOR_FORMATS)}.", code="bad_format")
+
+
 _ROUTE_COUNTS_SQL = (
     f"SELECT r.id, {ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_MONTHLY_SQL} AS monthly_counts, "
     f"{ROUTE_SUPPRESSED_SQL} AS counts_suppressed, {ROUTE_FIRST_EVENT_SQL} AS first_event, "
-    f"{ROUTE_LAST_EVENT_SQL} AS last_event FROM routes r {ROUTE_SCOPE_SQL} "
+    f"{ROUTE_LAST_EVENT_SQL} AS last_event, {ROUTE_TREND_SQL} AS trend, {ROUTE_TAU_SQL} AS tau, "
+    f"{ROUTE_P_VALUE_SQL} AS p_value, {ROUTE_TREND_SUPPRESSED_SQL} AS trend_suppressed "
+    f"FROM routes r {ROUTE_SCOPE_SQL} "
     "WHERE r.id = ANY(CAST(:ids AS bigint[]))"
 )
 
@@ -72,17 +97,16 @@ _ROUTE_COUNTS_SQL = (
 def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
     """The routes product (EPSG:4326) as :func:`routes.export.export` writes it, with ``event_count``
     and each monthly count below ``k`` null and ``counts_suppressed`` true where the caller may not
-    see every member record in detail (the events' row-level security, counted in SQL)."""
-    if request.format not in VECTOR_FORMATS:
-        raise InputError(f"The routes product cannot be written as {request.format!r}: use one of "
-                         f"{', '.join(VECTOR_FORMATS)}.",
-                         f"El producto routes no se puede escribir como {request.format!r}: use uno de "
-                         f"{', '.join(VECTOR_FORMATS)}.", code="bad_format")
+    see every member record in detail (the events' row-level security, counted in SQL), and
+    ``tau``, ``p_value`` and ``trend`` null with ``trend_suppressed`` true where they could give
+    back the series of fewer than ``k`` hidden records."""
+    _check_vector("routes", request.format)
     frame = routes_for_export(engine, request)
     with scoped(engine, request.scope) as conn:
         counts = pd.DataFrame(conn.execute(
             sa.text(_ROUTE_COUNTS_SQL), {"ids": [int(i) for i in frame["id"]], "k": k}).mappings().all(),
-            columns=["id", "event_count", "monthly_counts", "counts_suppressed", "first_event", "last_event"])
+            columns=["id", "event_count", "monthly_counts", "counts_suppressed", "first_event", "last_event",
+                     "trend", "tau", "p_value", "trend_suppressed"])
     counts = counts.set_index("id").reindex(frame["id"])
     # nullable integers: OGR's drivers take Int64; to_json and to_csv write Python ints and None
     total = counts["event_count"].astype("Int64")
@@ -92,13 +116,45 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
                          monthly_counts=counts["monthly_counts"].to_numpy(),
                          counts_suppressed=counts["counts_suppressed"].astype(bool).to_numpy(),
                          first_event=pd.to_datetime(counts["first_event"], utc=True).to_numpy(),
-                         last_event=pd.to_datetime(counts["last_event"], utc=True).to_numpy())
-    ordered = [c for c in frame.columns if c != "geometry"] + ["geometry"]
-    written = write_frame(gpd.GeoDataFrame(frame[ordered], geometry="geometry", crs="EPSG:4326"),
-                          request.format, request.out, layer="routes", name_column="category")
-    notes = [] if written else ["nothing to export: run `rutas run` first"]
-    return ExportReport(product="routes", format=request.format, path=str(request.out),
-                        features=written, notes=notes)
+                         last_event=pd.to_datetime(counts["last_event"], utc=True).to_numpy(),
+                         trend=counts["trend"].astype(object).to_numpy(),
+                         tau=counts["tau"].astype(float).to_numpy(),
+                         p_value=counts["p_value"].astype(float).to_numpy(),
+                         trend_suppressed=counts["trend_suppressed"].astype(bool).to_numpy())
+    return _written(frame, request, "routes", name_column="category")
+
+
+_ROUTE_DATES_SQL = (
+    f"SELECT r.id, {ROUTE_FIRST_EVENT_SQL} AS first_event, {ROUTE_LAST_EVENT_SQL} AS last_event "
+    f"FROM routes r {ROUTE_SCOPE_SQL} WHERE r.id = ANY(CAST(:ids AS bigint[]))"
+)
+
+
+def _export_joint_operations(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
+    """The joint-operations product (EPSG:4326) as ``rutas export`` writes it, with ``score`` null and
+    ``score_suppressed`` true where a count is shown as ``<k`` (the score weighs the counts and would
+    give it back), and the period from the routes' first/last event dates as the caller sees them
+    (coarsened for callers who may not see every member record in detail, as in the routes)."""
+    _check_vector("joint-operations", request.format)
+    frame = joint_operations_for_export(engine, request)
+    route_ids = sorted({int(i) for ids in frame["route_ids"] for i in ids})
+    with scoped(engine, request.scope) as conn:
+        dates = pd.DataFrame(conn.execute(sa.text(_ROUTE_DATES_SQL), {"ids": route_ids, "k": k}).all(),
+                             columns=["id", "first_event", "last_event"]).set_index("id")
+    members = frame["route_ids"].explode().dropna().astype("int64")
+    seen = dates.reindex(members.to_numpy()).set_axis(members.index)
+    # counts under k are written as the text "<k"
+    withheld = frame["records_by_country"].map(
+        lambda counts: any(isinstance(n, str) for n in counts.values())).astype(bool)
+    first = pd.to_datetime(seen["first_event"], utc=True).groupby(level=0).min()
+    last = pd.to_datetime(seen["last_event"], utc=True).groupby(level=0).max()
+    frame = frame.assign(period_start=first.reindex(frame.index), period_end=last.reindex(frame.index),
+                         score=frame["score"].astype(float).mask(withheld), score_suppressed=withheld)
+    return _written(frame, request, "joint-operations", name_column="name")
+
+
+#: Products written here rather than by :func:`routes.export.export`, to suppress what k requires.
+_SUPPRESSED_WRITERS = {"routes": _export_routes, "joint-operations": _export_joint_operations}
 
 
 @router.get("/exports/{product}", summary="Export a product as a file", response_class=FileResponse,
@@ -129,8 +185,9 @@ def export_product(
             since=pd.Timestamp(since, tz="UTC") if since else None,
             until=pd.Timestamp(until, tz="UTC") if until else None,
         )
-        report = (_export_routes(state.engine, request, state.settings.k_anonymity)
-                  if product == "routes" else export(state.engine, product, request))
+        writer = _SUPPRESSED_WRITERS.get(product)
+        report = (writer(state.engine, request, state.settings.k_anonymity) if writer
+                  else export(state.engine, product, request))
         if not out.is_file():
             raise RutasError(f"Nothing to export: {'; '.join(report.notes) or 'no features'}.",
                              "Nada que exportar: no hay elementos en el periodo y alcance dados "

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from api import audit
+from api import audit, html
 from api.auth import Principal, forbidden
 from api.collections import EVENT_CELLS_ID, Collection, available
 from api.cql2 import compile_filter
@@ -35,6 +35,7 @@ GEOJSON = "application/geo+json"
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
@@ -72,21 +73,32 @@ def _not_found(what: str, what_es: str) -> RutasError:
                       f"{what_es} no existe o está fuera de su alcance.", code="not_found")
 
 
-@router.get("/", summary="Landing page", tags=["OGC API"])
-def landing(request: Request) -> dict[str, Any]:
-    """Links to the API definition, the conformance classes and the collections."""
+#: JSON, or HTML for browsers and ``?f=html`` (see :mod:`api.html`).
+_DOCUMENT: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}, html.HTML: {}}}}
+FormatQ = Annotated[str | None, Query(alias="f", description="json (default) or html; a browser gets html",
+                                      json_schema_extra={"enum": ["json", "html"]})]
+LangQ = Annotated[str | None, Query(description="Language of HTML pages: es (default), en or pt",
+                                    json_schema_extra={"enum": ["es", "en", "pt"]})]
+
+
+@router.get("/", summary="Landing page", tags=["OGC API"], response_model=None, responses=_DOCUMENT)
+def landing(request: Request, f: FormatQ = None, lang: LangQ = None) -> Response:
+    """Links to the API definition, the conformance classes, the collections and the web map."""
     base = _base(request)
-    return {
+    doc = {
         "title": "Rutas",
         "description": "Migratory-route intelligence / Inteligencia de rutas migratorias (OGC API)",
         "links": [
             _link(f"{base}/", "self", "application/json", "This document"),
+            html.alternate(f"{base}/"),
             _link(f"{base}/openapi.json", "service-desc", "application/vnd.oai.openapi+json;version=3.0",
                   "The API definition"),
             _link(f"{base}/conformance", "conformance", "application/json", "Conformance classes"),
             _link(f"{base}/collections", "data", "application/json", "Collections"),
+            _link(f"{base}/map", "related", html.HTML, "Web map / Mapa web"),
         ],
     }
+    return html.landing_page(request, doc) if html.wants_html(request) else JSONResponse(doc)
 
 
 @router.get("/conformance", summary="Conformance classes", tags=["OGC API"])
@@ -117,7 +129,9 @@ def _collection_doc(base: str, cid: str, title: str, description: str) -> dict[s
         "extent": {"spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]], "crs": CRS84}},
         "links": [
             _link(f"{base}/collections/{cid}", "self", "application/json"),
+            html.alternate(f"{base}/collections/{cid}"),
             _link(f"{base}/collections/{cid}/items", "items", GEOJSON, "Features"),
+            _link(f"{base}/collections/{cid}/items?f=html", "items", html.HTML, "Features (HTML)"),
             _link(f"{base}/collections/{cid}/queryables", "http://www.opengis.net/def/rel/ogc/1.0/queryables",
                   "application/schema+json", "Queryables"),
             _link(f"{base}/collections/{cid}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}",
@@ -140,12 +154,16 @@ def _docs(request: Request, state: StateDep, principal: Principal) -> dict[str, 
     return docs
 
 
-@router.get("/collections", summary="Collections the caller may see", tags=["OGC API"])
-def collections(request: Request, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+@router.get("/collections", summary="Collections the caller may see", tags=["OGC API"], response_model=None,
+            responses=_DOCUMENT)
+def collections(request: Request, state: StateDep, principal: PrincipalDep, f: FormatQ = None,
+                lang: LangQ = None) -> Response:
     """The collections visible to the caller's role."""
     base = _base(request)
-    return {"collections": list(_docs(request, state, principal).values()),
-            "links": [_link(f"{base}/collections", "self", "application/json")]}
+    doc = {"collections": list(_docs(request, state, principal).values()),
+           "links": [_link(f"{base}/collections", "self", "application/json"),
+                     html.alternate(f"{base}/collections")]}
+    return html.collections_page(request, doc) if html.wants_html(request) else JSONResponse(doc)
 
 
 def get_collection(state: StateDep, principal: Principal, cid: str) -> Collection:
@@ -163,15 +181,17 @@ def get_collection(state: StateDep, principal: Principal, cid: str) -> Collectio
     return coll
 
 
-@router.get("/collections/{collectionId}", summary="One collection", tags=["OGC API"])
+@router.get("/collections/{collectionId}", summary="One collection", tags=["OGC API"], response_model=None,
+            responses=_DOCUMENT)
 def collection(request: Request, collection_id: CollectionP, state: StateDep,
-               principal: PrincipalDep) -> dict[str, Any]:
+               principal: PrincipalDep, f: FormatQ = None, lang: LangQ = None) -> Response:
     """A collection's description and links."""
     docs = _docs(request, state, principal)
     if collection_id not in docs:
         get_collection(state, principal, collection_id)  # 403 when it exists but the role may not read it
         raise _not_found(f"Collection {collection_id!r}", f"La colección {collection_id!r}")
-    return docs[collection_id]
+    doc = docs[collection_id]
+    return html.collection_page(request, doc) if html.wants_html(request) else JSONResponse(doc)
 
 
 @router.get("/collections/{collectionId}/queryables", summary="Queryables of a collection",
@@ -202,7 +222,7 @@ FilterLangQ = Annotated[str | None, Query(
     json_schema_extra={"enum": ["cql2-text", "cql2-json", "cql-text"]})]
 #: Query parameters of the items endpoint that are not queryables.
 RESERVED = frozenset({"limit", "bbox", "datetime", "filter", "filter-lang", "filter-crs", "after", "cell-km",
-                      "f"})
+                      "f", "lang"})
 FilterCrsQ = Annotated[str | None, Query(alias="filter-crs", description="Only CRS84 (EPSG:4326 lon/lat)")]
 AfterQ = Annotated[str | None, Query(description="Keyset cursor: the last id of the previous page")]
 CellKmQ = Annotated[str | None, Query(alias="cell-km", description="event-cells: cell width in km")]
@@ -211,7 +231,7 @@ CellKmQ = Annotated[str | None, Query(alias="cell-km", description="event-cells:
 def _page_links(request: Request, cid: str, last_id: int | None) -> list[dict[str, str]]:
     base = _base(request)
     params = {k: v for k, v in request.query_params.items() if k != "after"}
-    links = [_link(str(request.url), "self", GEOJSON),
+    links = [_link(str(request.url), "self", GEOJSON), html.alternate(str(request.url)),
              _link(f"{base}/collections/{cid}", "collection", "application/json")]
     if last_id is not None:
         query = urlencode({**params, "after": str(last_id)})
@@ -219,9 +239,12 @@ def _page_links(request: Request, cid: str, last_id: int | None) -> list[dict[st
     return links
 
 
-def _feature_collection(features: list[str], links: list[dict[str, str]], *,
+def _feature_collection(request: Request, title: str, features: list[str], links: list[dict[str, str]], *,
                         complete: bool = False) -> Response:
-    """A FeatureCollection; ``numberMatched`` only when it is known for free (one whole page)."""
+    """A FeatureCollection (an HTML table when asked); ``numberMatched`` only when it is known for
+    free (one whole page)."""
+    if html.wants_html(request):
+        return html.items_page(request, title, features, links)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     matched = f'"numberMatched":{len(features)},' if complete else ""
     body = ('{"type":"FeatureCollection","features":[' + ",".join(features) + "],"
@@ -244,11 +267,11 @@ def _cursor(after: str | None) -> int | None:
 
 
 @router.get("/collections/{collectionId}/items", summary="Features of a collection", tags=["OGC API"],
-            response_class=Response, responses={200: {"content": {GEOJSON: {}}}})
+            response_class=Response, responses={200: {"content": {GEOJSON: {}, html.HTML: {}}}})
 def items(request: Request, collection_id: CollectionP, state: StateDep, principal: PrincipalDep,
           bbox: BboxDep, interval: DatetimeDep, limit: LimitDep, filter: FilterQ = None,
           filter_lang: FilterLangQ = None, filter_crs: FilterCrsQ = None, after: AfterQ = None,
-          cell_km: CellKmQ = None) -> Response:
+          cell_km: CellKmQ = None, f: FormatQ = None, lang: LangQ = None) -> Response:
     """GeoJSON features, filtered by bbox, datetime and CQL2, in pages of ``limit`` with ``next`` links."""
     if filter_crs not in (None, "", CRS84, "http://www.opengis.net/def/crs/EPSG/0/4326"):
         raise InputError(f"filter-crs {filter_crs!r} is not supported: use {CRS84}.",
@@ -278,11 +301,15 @@ def items(request: Request, collection_id: CollectionP, state: StateDep, princip
     equals = [(name, value) for name, value in request.query_params.multi_items()
               if name not in RESERVED and name in coll.queryables
               and coll.queryables[name].type != "geometry"]
+    named: frozenset[str] = frozenset()
     if filter or equals:
         compiled = compile_filter(filter, filter_lang, coll.queryables,
                                   max_nodes=state.settings.api_max_cql2_nodes, equals=equals)
         where.append(compiled.sql)
         params.update(compiled.params)
+        named = compiled.properties
+    if coll.latest_by_default and not named & {"run_id", "latest"}:
+        where.append(coll.queryables["latest"].sql)
     if cursor is not None:
         where.append(f"{coll.id_sql} > :after")
         params["after"] = cursor
@@ -299,7 +326,8 @@ def items(request: Request, collection_id: CollectionP, state: StateDep, princip
         rows = conn.execute(sa.text(sql), params).all()
     page = rows[:limit]
     last = page[-1].fid if len(rows) > limit else None
-    return _feature_collection([r.feature for r in page], _page_links(request, collection_id, last),
+    return _feature_collection(request, coll.title, [r.feature for r in page],
+                               _page_links(request, collection_id, last),
                                complete=cursor is None and last is None)
 
 
@@ -341,13 +369,14 @@ def _cells(request: Request, state: StateDep, principal: Principal,
         rows = conn.execute(sa.text(sql), params).all()
     page = rows[:limit]
     last = page[-1].fid if len(rows) > limit else None
-    return _feature_collection([r.feature for r in page], _page_links(request, EVENT_CELLS_ID, last))
+    return _feature_collection(request, "Event cells / Celdas de eventos", [r.feature for r in page],
+                               _page_links(request, EVENT_CELLS_ID, last))
 
 
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature", tags=["OGC API"],
-            response_class=Response, responses={200: {"content": {GEOJSON: {}}}})
+            response_class=Response, responses={200: {"content": {GEOJSON: {}, html.HTML: {}}}})
 def item(request: Request, collection_id: CollectionP, feature_id: FeatureP, state: StateDep,
-         principal: PrincipalDep) -> Response:
+         principal: PrincipalDep, f: FormatQ = None, lang: LangQ = None) -> Response:
     """One GeoJSON feature; 404 when it does not exist or row-level security hides it."""
     if collection_id == EVENT_CELLS_ID:
         raise _not_found(f"Feature {feature_id!r}", f"El elemento {feature_id!r}")
@@ -371,5 +400,9 @@ def item(request: Request, collection_id: CollectionP, feature_id: FeatureP, sta
         raise _not_found(f"Feature {feature_id!r}", f"El elemento {feature_id!r}")
     base = _base(request)
     links = [_link(f"{base}/collections/{collection_id}/items/{fid}", "self", GEOJSON),
+             html.alternate(f"{base}/collections/{collection_id}/items/{fid}"),
              _link(f"{base}/collections/{collection_id}", "collection", "application/json")]
-    return Response(found[:-1] + f',"links":{json.dumps(links)}}}', media_type=GEOJSON)
+    feature = found[:-1] + f',"links":{json.dumps(links)}}}'
+    if html.wants_html(request):
+        return html.item_page(request, coll.title, feature)
+    return Response(feature, media_type=GEOJSON)

@@ -57,6 +57,8 @@ def _mvt_value(coll: Collection, name: str, expr: str) -> str:
 
 def _detail_sql(coll: Collection, role: str) -> str:
     props = ", ".join(_mvt_value(coll, n, e) for n, e in coll.properties_for(role).items())
+    # a tile has no filter: products of many runs show the latest run's rows only
+    latest = coll.queryables["latest"].sql if coll.latest_by_default else "TRUE"
     return (
         "WITH bounds AS (SELECT ST_TileEnvelope(:z, :x, :y) AS b3857, "
         "ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => 0.015625), 4326) AS b4326) "
@@ -64,7 +66,7 @@ def _detail_sql(coll: Collection, role: str) -> str:
         f"  SELECT {coll.id_sql} AS id, "
         f"  ST_AsMVTGeom(ST_Transform({coll.geom_sql}, 3857), bounds.b3857, {EXTENT}, 64, true) AS geom, "
         f"  {props} FROM {coll.from_sql}, bounds "
-        f"  WHERE {coll.extra_where} AND {coll.geom_sql} && bounds.b4326 LIMIT {MAX_FEATURES}"
+        f"  WHERE {coll.extra_where} AND {latest} AND {coll.geom_sql} && bounds.b4326 LIMIT {MAX_FEATURES}"
         ") AS t WHERE t.geom IS NOT NULL"
     )
 

@@ -1,4 +1,4 @@
-"""API service commands: ``rutas serve``, ``keys create``, ``share``, ``audit verify``."""
+"""API service commands: ``rutas serve``, ``keys create``, ``keys revoke``, ``share``, ``audit verify``."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _keys_create(
 def _keys_revoke(
     key: Annotated[str, typer.Argument(help="The key, or its id (the part after 'rutas_')")],
 ) -> None:
-    """Revoke an API key (servers refuse it within 30 s)."""
+    """Revoke an API key: every running server refuses it as soon as the revocation commits."""
     settings = get_settings()
     if not revoke_key(db.get_engine(settings), key):
         raise RutasError(f"No active key has the id {key[:20]!r}.",

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -220,6 +220,11 @@ class Products:
     latest_routes: list[int]
     #: corridor id to its owner country
     corridors: dict[int, str]
+    #: convergence zone id to (run id, owner countries of its corridors)
+    zones: dict[int, tuple[int, list[str]]] = field(default_factory=dict)
+    #: joint-operation id to (run id, the zone ids covering its crossing, base score); the latest
+    #: run's second holds a count under k (stored as null)
+    joint: dict[int, tuple[int, list[int], float]] = field(default_factory=dict)
 
 
 def expected_corridor(role: str, country: str | None, owner: str) -> bool:
@@ -244,7 +249,9 @@ def _run(conn: sa.Connection, status: str, crime_types: list[str], routes: int) 
                 "status": status,
                 "p": '{"alpha": 0.05, "slice": "month", "segment_km": 5.0}',
                 "t": '{"cube": 0.5, "total": 1.25}',
-                "c": f'{{"crime_types": {crime_types!r}, "routes": {routes}}}'.replace("'", '"'),
+                # joint_operations: the run stored its overlap products (read back by the exports)
+                "c": f'{{"crime_types": {crime_types!r}, "routes": {routes}, "joint_operations": 0}}'.replace(
+                    "'", '"'),
                 "error": "Run stopped: tests" if status == "failed" else None,
             },
         ).scalar_one()
@@ -278,7 +285,9 @@ def _route(conn: sa.Connection, run_id: int, key: str, category: str, trend: str
 
 
 def seed_products(engine: Engine, world: list[Record]) -> Products:
-    """Three runs, three routes over the seeded records and one corridor per country."""
+    """Three runs, three routes over the seeded records, one corridor per country, convergence zones
+    (latest run: one from COL and VEN corridors, one from PER's; old run: one from COL's) and
+    joint-operation candidates (three of the latest run, one of the old run)."""
     with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE analysis_runs RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM reference_layers WHERE kind = 'corridors'"))
@@ -315,8 +324,44 @@ def seed_products(engine: Engine, world: list[Record]) -> Products:
                  "lon": -72.45 + 0.1 * i},
             ).scalar_one()
             corridors[int(cid)] = owner
+        route_a = list(routes)[1]
+        zones: dict[int, tuple[int, list[str]]] = {}
+        # (run, owners, box west lon): two zones of the latest run, one of the old run
+        for run, owners, west in ((latest, ["COL", "VEN"], -72.45), (latest, ["PER"], -72.25),
+                                  (old, ["COL"], -72.45)):
+            zid = conn.execute(
+                sa.text(
+                    "INSERT INTO convergence_zones (run_id, route_id, kinds, kind_count, "
+                    "crossing_distance_km, category, score, owner_countries, geom) "
+                    "VALUES (:run, :route, 'drug,fuel', 2, 3.5, "
+                    "'intensifying_hot', 0.7, CAST(:owners AS char(3)[]), "
+                    "ST_MakeEnvelope(:west, 7.55, :west + 0.1, 7.65, 4326)) RETURNING id"
+                ),
+                {"run": run, "route": route_a, "owners": owners, "west": west},
+            ).scalar_one()
+            zones[int(zid)] = (run, owners)
+        zone_ids = list(zones)
+        joint: dict[int, tuple[int, list[int], float]] = {}
+        # (run, records by country, lon, base score, zones covering the crossing)
+        for run, records, lon, base, covering in (
+            (latest, '{"COL": 12, "VEN": 14}', -72.40, 0.5, [zone_ids[0]]),
+            (latest, '{"PER": 11, "COL": null}', -72.20, 0.4, [zone_ids[1]]),
+            (latest, '{"COL": 13, "PER": 20}', -72.00, 0.2, []),
+            (old, '{"COL": 12, "VEN": 11}', -72.40, 0.3, [zone_ids[2]]),
+        ):
+            jid = conn.execute(
+                sa.text(
+                    "INSERT INTO joint_operations (run_id, crossing_id, name, countries, records_by_country, "
+                    "route_ids, period_start, period_end, base_score, geom) VALUES (:run, 1, 'Paso tests', "
+                    "'COL,VEN', CAST(:records AS jsonb), ARRAY[:route]::bigint[], "
+                    "now() - interval '90 days', now() - interval '10 days', :base, "
+                    "ST_SetSRID(ST_MakePoint(:lon, 7.60), 4326)) RETURNING id"
+                ),
+                {"run": run, "records": records, "route": route_a, "base": base, "lon": lon},
+            ).scalar_one()
+            joint[int(jid)] = (run, covering, base)
     latest_routes = sorted(list(routes)[1:])
-    return Products(old, latest, failed, routes, latest_routes, corridors)
+    return Products(old, latest, failed, routes, latest_routes, corridors, zones, joint)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.api.conftest import Record, expected_detail
+from tests.api.conftest import Products, Record, expected_detail
 
 
 def _ogrinfo(args: list[str], key: str, tmp_path: Path) -> str:
@@ -57,3 +57,20 @@ def test_ogrinfo_lists_collections_and_reads_filtered_items(
 
     analyst = _ogrinfo(["-so", f"OAPIF:{live_server}"], keys[("analyst", None)], tmp_path)
     assert "event-cells" in analyst and "1: events" not in analyst
+
+
+def test_ogrinfo_reads_the_overlap_products(
+    live_server: str, keys: dict[tuple[str, str | None], str], products: Products, tmp_path: Path
+) -> None:
+    """GDAL lists both products and reads the latest run's rows, zones only within the corridors' scope."""
+    key = keys[("prosecutor", "PER")]
+    listing = _ogrinfo(["-so", f"OAPIF:{live_server}"], key, tmp_path)
+    assert "convergence-zones" in listing and "joint-operations" in listing
+    joint = _ogrinfo(["-al", "-q", f"OAPIF:{live_server}/collections/joint-operations"], key, tmp_path)
+    latest = [j for j, (run, _, _) in products.joint.items() if run == products.latest_run]
+    assert joint.count("OGRFeature(") == len(latest) > 0
+    zones = _ogrinfo(["-al", "-q", f"OAPIF:{live_server}/collections/convergence-zones"], key, tmp_path)
+    # Peru reads its own corridors only: the latest run's zone made from Peru's corridor alone
+    shown = [z for z, (run, owners) in products.zones.items()
+             if run == products.latest_run and owners == ["PER"]]
+    assert zones.count("OGRFeature(") == len(shown) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import mapbox_vector_tile
 import pytest
@@ -229,11 +230,17 @@ def check_products_matrix(
         members = {rid: set(ids) & allowed for rid, ids in products.routes.items()}
         counts = {rid: expected_counts(set(ids) <= allowed, *stored[rid], k)
                   for rid, ids in products.routes.items()}
+        # the trend statistics: to who sees every member, or when no count is withheld and at least k
+        # members are hidden (else they would describe the series of fewer than k hidden records)
+        stats = {rid: set(ids) <= allowed or (not counts[rid][2] and len(set(ids) - allowed) >= k)
+                 for rid, ids in products.routes.items()}
         for rid, (total, months, suppressed) in counts.items():
             series = client.get(f"/routes/{rid}/series", headers=bearer(key)).json()
             assert (series["event_count"], series["counts_suppressed"]) == (total, suppressed), who
             got = {p["start"]: p["count"] for p in series["series"]}
             assert {m: got[m] for m in months} == months, who
+            assert series["trend_suppressed"] == (not stats[rid]), who
+            assert series["trend"] is None or stats[rid], who
         # routes: items, item by id, tile
         body = client.get("/collections/routes/items", headers=bearer(key)).json()
         assert {f["id"] for f in body["features"]} == set(products.routes), who
@@ -244,6 +251,9 @@ def check_products_matrix(
             total, months, suppressed = counts[f["id"]]
             assert (props["event_count"], props["monthly_counts"], props["counts_suppressed"]) == (
                 total, months, suppressed), who
+            assert props["trend_suppressed"] == (not stats[f["id"]]), who
+            if not stats[f["id"]]:
+                assert (props["trend"], props["tau"], props["p_value"]) == (None, None, None), who
             if role in RECORD_ROLES:
                 assert set(props["event_ids"]) == members[f["id"]], who
             else:
@@ -278,6 +288,7 @@ def check_products_matrix(
         tile = client.get(f"/collections/corridors/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
         layers = mapbox_vector_tile.decode(tile.content)
         assert {f["id"] for f in layers.get("corridors", {"features": []})["features"]} == visible, who
+        check_overlap_products(client, key, role, country, products, k, (x, y))
         # exports over HTTP, in the caller's scope
         routes = client.get("/exports/routes", params={"format": "geojson"}, headers=bearer(key))
         assert routes.status_code == 200, who
@@ -288,6 +299,19 @@ def check_products_matrix(
             assert (f["properties"]["event_count"], exported_months, f["properties"]["counts_suppressed"]
                     ) == (total, months, suppressed), who
         assert "event_ids" not in routes.text, who
+        joint = client.get("/exports/joint-operations", params={"format": "geojson"}, headers=bearer(key))
+        assert joint.status_code == 200, who
+        route_a = client.get(f"/collections/routes/items/{list(products.routes)[1]}",
+                             headers=bearer(key)).json()["properties"]
+        exported_joint = joint.json()["features"]
+        assert len(exported_joint) == len([j for j, v in products.joint.items()
+                                           if v[0] == products.latest_run]), who
+        for f in exported_joint:
+            props = f["properties"]
+            under_k = f"<{k}" in json.loads(props["records_by_country"]).values()
+            assert (props["score"] is None, props["score_suppressed"]) == (under_k, under_k), who
+            for name, shown in (("period_start", "first_event"), ("period_end", "last_event")):
+                assert (props[name] or "")[:19] == (route_a[shown] or "")[:19], f"{who} {name}"
         events = client.get("/exports/events", params={"format": "geojson"}, headers=bearer(key))
         if role in RECORD_ROLES:
             assert events.status_code == 200, who
@@ -297,6 +321,78 @@ def check_products_matrix(
             assert events.status_code == 403, who
 
 
+def check_overlap_products(client: TestClient, key: str, role: str, country: str | None, products: Products,
+                           k: int, tile_xy: tuple[int, int]) -> None:
+    """Convergence zones: only to who may read every corridor owner behind them; joint operations: to
+    every role, counts under k as "<k", the corridor term only from zones the caller sees. Latest
+    run by default, in items, item by id and tiles."""
+    who = f"{role}/{country}"
+
+    def zone_shown(zid: int) -> bool:
+        return role == "admin" or all(expected_corridor(role, country, o) for o in products.zones[zid][1])
+
+    def ids(cid: str, **params: str) -> set[int]:
+        response = client.get(f"/collections/{cid}/items", params=params, headers=bearer(key))
+        assert response.status_code == 200, f"{who} {cid} {params}: {response.text}"
+        return {int(f["id"]) for f in response.json()["features"]}
+
+    def of_run(items: dict[int, Any], run: int) -> set[int]:
+        return {i for i, v in items.items() if v[0] == run}
+
+    latest, old = products.latest_run, products.old_run
+    zones = {z for z in products.zones if zone_shown(z)}
+    assert ids("convergence-zones") == zones & of_run(products.zones, latest), who
+    assert ids("convergence-zones", latest="false") == zones & of_run(products.zones, old), who
+    assert ids("convergence-zones", filter=f"run_id = {old}") == zones & of_run(products.zones, old), who
+    assert ids("convergence-zones", filter="owner_countries LIKE '%PER%'") == zones & {
+        z for z, (run, owners) in products.zones.items() if run == latest and "PER" in owners}, who
+    for zid in products.zones:
+        status = client.get(f"/collections/convergence-zones/items/{zid}", headers=bearer(key)).status_code
+        assert status == (200 if zid in zones else 404), f"{who} zone {zid}"
+    x, y = tile_xy
+    tile = client.get(f"/collections/convergence-zones/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
+    drawn = mapbox_vector_tile.decode(tile.content).get("convergence-zones", {"features": []})["features"]
+    assert {f["id"] for f in drawn} == zones & of_run(products.zones, latest), who
+
+    body = client.get("/collections/joint-operations/items", headers=bearer(key)).json()
+    assert {f["id"] for f in body["features"]} == of_run(products.joint, latest), who
+    assert ids("joint-operations", filter=f"run_id = {old}") == of_run(products.joint, old), who
+    route_a = list(products.routes)[1]
+    dates = client.get(f"/collections/routes/items/{route_a}", headers=bearer(key)).json()["properties"]
+    for f in body["features"]:
+        _, covering, base = products.joint[f["id"]]
+        inside = any(z in zones for z in covering)
+        props = f["properties"]
+        assert props["in_convergence_zone"] is inside, f"{who} joint {f['id']}"
+        shown = props["records_by_country"].values()
+        assert all((isinstance(n, int) and n >= k) or n == f"<{k}" for n in shown), who
+        # a count under k withholds the score, which weighs the counts and would give it back
+        if f"<{k}" in shown:
+            assert (props["base_score"], props["score"], props["score_suppressed"]) == (None, None, True), who
+        else:
+            assert math.isclose(props["score"], base + (0.15 if inside else 0.0)), who
+            assert props["score_suppressed"] is False, who
+        # the period as the caller's routes show it (route a's dates, coarsened when not in detail)
+        period = (props["period_start"], props["period_end"])
+        assert period == (dates["first_event"], dates["last_event"]), who
+    second = sorted(of_run(products.joint, latest))[1]
+    assert client.get(f"/collections/joint-operations/items/{second}", headers=bearer(key)).json()[
+        "properties"]["records_by_country"] == {"PER": 11, "COL": f"<{k}"}, who
+    assert second not in ids("joint-operations", filter="score >= 0"), who
+    # bbox around the second crossing (-72.20, 7.60) only
+    assert ids("joint-operations", bbox="-72.25,7.55,-72.15,7.65") == {second}, who
+    for cid, names in (("convergence-zones", {"run_id", "latest", "owner_countries", "kinds", "score"}),
+                       ("joint-operations", {"run_id", "score", "in_convergence_zone", "period_end"})):
+        listed = client.get(f"/collections/{cid}/queryables", headers=bearer(key)).json()["properties"]
+        assert names <= set(listed), f"{who} {cid}"
+    assert ids("joint-operations", filter="in_convergence_zone = true") == {
+        j for j, (run, covering, _) in products.joint.items()
+        if run == latest and any(z in zones for z in covering)}, who
+    tile = client.get(f"/collections/joint-operations/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
+    drawn = mapbox_vector_tile.decode(tile.content)["joint-operations"]["features"]
+    assert {f["id"] for f in drawn} == of_run(products.joint, latest), who
+
+
 def test_matrix_of_routes_corridors_and_exports(
     client: TestClient, keys: dict[tuple[str, str | None], str], world: list[Record], products: Products,
     engine: Engine, settings: Settings,
@@ -304,21 +400,43 @@ def test_matrix_of_routes_corridors_and_exports(
     check_products_matrix(client, keys, world, products, stored_counts(engine), settings.k_anonymity)
 
 
-def test_products_matrix_fails_when_the_corridor_policy_is_loosened(
+@pytest.mark.parametrize("table", ["corridors", "convergence_zones"])
+def test_products_matrix_fails_when_a_product_policy_is_loosened(
     client: TestClient,
     keys: dict[tuple[str, str | None], str],
     world: list[Record],
     products: Products,
     engine: Engine,
     settings: Settings,
+    table: str,
 ) -> None:
     stored = stored_counts(engine)
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE POLICY corridors_open ON corridors FOR SELECT USING (true)"))
+        conn.execute(sa.text(f"CREATE POLICY {table}_open ON {table} FOR SELECT USING (true)"))
     try:
         with pytest.raises(AssertionError):
             check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
     finally:
         with engine.begin() as conn:
-            conn.execute(sa.text("DROP POLICY corridors_open ON corridors"))
+            conn.execute(sa.text(f"DROP POLICY {table}_open ON {table}"))
     check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
+
+
+def test_overlap_product_reads_are_audited(
+    client: TestClient, keys: dict[tuple[str, str | None], str], products: Products, engine: Engine
+) -> None:
+    key = keys[("prosecutor", "COL")]
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT coalesce(max(seq), 0) FROM audit_log")).scalar_one()
+    x, y = _tile_of(-72.4, 7.6, 7)
+    for cid, some in (("convergence-zones", min(products.zones)), ("joint-operations", min(products.joint))):
+        assert client.get(f"/collections/{cid}/items", headers=bearer(key)).status_code == 200
+        client.get(f"/collections/{cid}/items/{some}", headers=bearer(key))
+        assert client.get(f"/collections/{cid}/tiles/WebMercatorQuad/7/{x}/{y}",
+                          headers=bearer(key)).status_code == 200
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT collection, action FROM audit_log WHERE seq > :s"),
+                            {"s": before}).all()
+    products_read = ("convergence-zones", "joint-operations")
+    assert {(r.collection, r.action) for r in rows} >= {
+        (cid, action) for cid in products_read for action in ("items", "item", "tile")}

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,34 @@ class _Chromium:
                 return state
             time.sleep(0.2)
         return state
+
+    def document(self, url: str, headers: dict[str, str], timeout_s: float = 60.0) -> dict[str, Any]:
+        """Open ``url`` sending ``headers`` (as a browser navigates: its own Accept) and read the page:
+        its language, title, first heading, link targets, table rows and text."""
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        session = str(self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"])
+        self.call("Network.enable", session)
+        self.call("Network.setExtraHTTPHeaders", session, headers=headers)
+        self.call("Page.navigate", session, url=url)
+        expression = (
+            "document.readyState === 'complete' && location.href !== 'about:blank' ? JSON.stringify({"
+            "lang: document.documentElement.lang, title: document.title, "
+            "h1: (document.querySelector('h1') || {}).textContent || '', "
+            "links: Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href')), "
+            "rows: document.querySelectorAll('tbody tr').length, "
+            "ids: Array.from(document.querySelectorAll('tbody tr td:first-child'), td => td.textContent), "
+            "text: document.body ? document.body.innerText : ''}) : ''"
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = self.call("Runtime.evaluate", session, returnByValue=True, expression=expression)
+            value = result["result"]["value"]  # type: ignore[index]
+            if value:
+                self.call("Target.closeTarget", targetId=target)
+                page: dict[str, Any] = json.loads(str(value))
+                return page
+            time.sleep(0.1)
+        raise AssertionError(f"{url} did not load within {timeout_s} s")
 
     def close(self) -> None:
         self.process.terminate()
