@@ -23,6 +23,12 @@ two kinds), in 0-1::
 with ``d_crossing`` the distance from the zone to the nearest crossing (metres) and
 ``emerging_weight`` 1.0 for new and intensifying routes, 0.8 consecutive, 0.6 persistent, 0.5
 sporadic or oscillating, 0.3 diminishing, 0.2 historical, 0 otherwise.
+
+Joint-operation candidates are the border crossings (:func:`joint_operation_candidates`) and
+the border sectors, i.e. stored border segments (:func:`joint_sector_candidates`), where routes
+carry records of two or more countries' offices, each scored in 0-1::
+
+    score = 0.4 * min(records / 100, 1) + 0.2 * balance + 0.25 * emerging + 0.15 * in_zone
 """
 
 from __future__ import annotations
@@ -231,18 +237,89 @@ def convergence_zones(
     return zones.sort_values("score", ascending=False, ignore_index=True)[columns]
 
 
+#: Columns of every joint-operation candidate, crossing or border sector.
 JOINT_COLUMNS = [
+    "candidate_type",
     "crossing_id",
+    "border_segment_id",
     "name",
     "countries",
     "records_by_country",
     "route_ids",
+    "crossing_ids",
     "period_start",
     "period_end",
     "in_convergence_zone",
     "score",
     "geometry",
 ]
+#: ``candidate_type`` of a candidate at a border crossing and at a border sector.
+CROSSING, BORDER_SECTOR = "crossing", "border_sector"
+#: Weight of the corridor term (``in_zone``) in a joint-operation candidate's score.
+ZONE_WEIGHT = 0.15
+
+
+def _no_candidates() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs=4326)
+
+
+def _candidate(
+    route_ids: list[object],
+    routes: pd.DataFrame,
+    records_of: dict[object, dict[str, int]],
+    place: shapely.Geometry,
+    zone_union: shapely.Geometry | None,
+) -> dict[str, object] | None:
+    """Countries, records, period and score of the routes at one place; None under two countries."""
+    counts: dict[str, int] = {}
+    for route_id in route_ids:
+        for country, n in records_of[route_id].items():
+            counts[country] = counts.get(country, 0) + int(n)
+    if len([c for c, n in counts.items() if n > 0]) < 2:
+        return None
+    ranked = sorted(counts.values(), reverse=True)
+    emerging = max(EMERGING_WEIGHTS.get(str(routes.at[r, "category"]), 0.0) for r in route_ids)
+    in_zone = bool(zone_union is not None and shapely.intersects(zone_union, place))
+    score = (
+        0.4 * min(sum(ranked) / 100.0, 1.0)
+        + 0.2 * ranked[1] / ranked[0]
+        + 0.25 * emerging
+        + ZONE_WEIGHT * float(in_zone)
+    )
+    return {
+        "countries": ",".join(sorted(counts)),
+        "records_by_country": dict(sorted(counts.items())),
+        "route_ids": route_ids,
+        "period_start": pd.to_datetime(routes.loc[route_ids, "first_event"]).min(),
+        "period_end": pd.to_datetime(routes.loc[route_ids, "last_event"]).max(),
+        "in_convergence_zone": in_zone,
+        "score": score,
+    }
+
+
+def _ranked(rows: list[dict[str, object]], crs: object) -> gpd.GeoDataFrame:
+    if not rows:
+        return _no_candidates()
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs).to_crs(4326)
+    for column in ("crossing_id", "border_segment_id"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame.sort_values("score", ascending=False, ignore_index=True)[JOINT_COLUMNS]
+
+
+def _inputs(
+    routes: pd.DataFrame, zones: gpd.GeoDataFrame | None, crs: object
+) -> tuple[pd.DataFrame, dict[object, dict[str, int]], shapely.Geometry | None]:
+    """Routes by id, their records per country, and the zones' union in ``crs``."""
+    by_route = routes.set_index("route_id")
+    records_of: dict[object, dict[str, int]] = dict(
+        zip(routes["route_id"], [dict(r or {}) for r in routes["records_by_country"]], strict=True)
+    )
+    zone_union = (
+        shapely.union_all(np.asarray(zones.to_crs(crs).geometry.values))
+        if zones is not None and not zones.empty
+        else None
+    )
+    return by_route, records_of, zone_union
 
 
 def joint_operation_candidates(
@@ -255,8 +332,9 @@ def joint_operation_candidates(
 
     ``routes``: route_id, category, crossing_ids (list), records_by_country (dict ISO3 -> count
     of the route's records), first_event, last_event. ``crossings``: crossing_id, name, geometry.
-    ``zones``: convergence zones (:func:`convergence_zones`). One row per crossing, EPSG:4326,
-    highest score first::
+    ``zones``: convergence zones (:func:`convergence_zones`). One row per crossing
+    (``candidate_type`` ``"crossing"``, columns :data:`JOINT_COLUMNS`), EPSG:4326, highest
+    score first::
 
         score = 0.4 * min(records / 100, 1) + 0.2 * balance + 0.25 * emerging + 0.15 * in_zone
 
@@ -265,56 +343,120 @@ def joint_operation_candidates(
     routes' categories and ``in_zone`` 1 when the crossing lies in a convergence zone.
     """
     if routes.empty or crossings.empty:
-        return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs=4326)
+        return _no_candidates()
     exploded = routes[["route_id", "crossing_ids"]].explode("crossing_ids").dropna()
     exploded = exploded.rename(columns={"crossing_ids": "crossing_id"})
-    by_route = routes.set_index("route_id")
-    records_of: dict[object, dict[str, int]] = dict(
-        zip(routes["route_id"], [dict(r or {}) for r in routes["records_by_country"]], strict=True)
-    )
+    by_route, records_of, zone_union = _inputs(routes, zones, 4326)
+    points = crossings.to_crs(4326).set_index("crossing_id")
     rows = []
-    zone_union = (
-        shapely.union_all(np.asarray(zones.geometry.values))
-        if zones is not None and not zones.empty
-        else None
-    )
-    points = crossings.set_index("crossing_id")
     for crossing_id, group in exploded.groupby("crossing_id"):
         if crossing_id not in points.index:
             continue
         ids = sorted(group["route_id"].unique().tolist())
-        counts: dict[str, int] = {}
-        for route_id in ids:
-            for country, n in records_of[route_id].items():
-                counts[country] = counts.get(country, 0) + int(n)
-        if len([c for c, n in counts.items() if n > 0]) < 2:
-            continue
-        ranked = sorted(counts.values(), reverse=True)
-        records = sum(ranked)
-        emerging = max(EMERGING_WEIGHTS.get(str(by_route.at[r, "category"]), 0.0) for r in ids)
         point = points.at[crossing_id, "geometry"]
-        in_zone = bool(zone_union is not None and shapely.intersects(zone_union, point))
-        score = (
-            0.4 * min(records / 100.0, 1.0)
-            + 0.2 * ranked[1] / ranked[0]
-            + 0.25 * emerging
-            + 0.15 * float(in_zone)
-        )
+        found = _candidate(ids, by_route, records_of, point, zone_union)
+        if found is None:
+            continue
         rows.append(
             {
+                "candidate_type": CROSSING,
                 "crossing_id": crossing_id,
+                "border_segment_id": None,
                 "name": points.at[crossing_id, "name"],
-                "countries": ",".join(sorted(counts)),
-                "records_by_country": dict(sorted(counts.items())),
-                "route_ids": ids,
-                "period_start": pd.to_datetime(by_route.loc[ids, "first_event"]).min(),
-                "period_end": pd.to_datetime(by_route.loc[ids, "last_event"]).max(),
-                "in_convergence_zone": in_zone,
-                "score": score,
+                "crossing_ids": [crossing_id],
+                **found,
                 "geometry": point,
             }
         )
-    if not rows:
-        return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs=4326)
-    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=crossings.crs).to_crs(4326)
-    return frame.sort_values("score", ascending=False, ignore_index=True)[JOINT_COLUMNS]
+    return _ranked(rows, 4326)
+
+
+def sector_name(border_segment_id: object, country_a: object, country_b: object) -> str:
+    """How a border sector is named: its countries and its border segment id, e.g. ``GTM-MEX sector 12``."""
+    pair = "-".join(str(c) if isinstance(c, str) and c else "?" for c in (country_a, country_b))
+    return f"{pair} sector {border_segment_id}"
+
+
+def joint_sector_candidates(
+    routes: gpd.GeoDataFrame,
+    sectors: gpd.GeoDataFrame,
+    *,
+    reach_m: float,
+    crossings: gpd.GeoDataFrame | None = None,
+    zones: gpd.GeoDataFrame | None = None,
+) -> gpd.GeoDataFrame:
+    """Border sectors where routes carry records of two or more countries' offices, ranked.
+
+    A border sector is a stored border segment; a route reaches it when the route comes within
+    ``reach_m`` metres of it (measured in the equal-area projection of :func:`local_crs`).
+    Scored as :func:`joint_operation_candidates` does for crossings, ``in_zone`` meaning that the
+    stretch of the sector the routes reach lies in a convergence zone.
+
+    Parameters
+    ----------
+    routes
+        route_id, category, crossing_ids (list), records_by_country (dict ISO3 -> count),
+        first_event, last_event, geometry (lines, EPSG:4326).
+    sectors
+        border_segment_id, country_a, country_b (ISO3 or None), geometry (lines, EPSG:4326).
+    reach_m
+        How near (metres) a route must come to a sector to be counted there.
+    crossings
+        crossing_id, geometry (points, EPSG:4326): a crossing belongs to the nearest sector
+        within ``reach_m``; a candidate lists the crossings of its sector that its routes carry.
+    zones
+        Convergence zones (:func:`convergence_zones`), EPSG:4326.
+
+    Returns
+    -------
+    GeoDataFrame
+        One row per sector (``candidate_type`` ``"border_sector"``, columns
+        :data:`JOINT_COLUMNS`, name from :func:`sector_name`), geometry the stretch of the
+        sector within ``reach_m`` of its routes (EPSG:4326 lines), highest score first.
+    """
+    if routes.empty or sectors.empty:
+        return _no_candidates()
+    crs = local_crs(routes, sectors)
+    route_geom = np.asarray(routes.to_crs(crs).geometry.values)
+    sector_geom = np.asarray(sectors.to_crs(crs).geometry.values)
+    s_idx, r_idx = shapely.STRtree(route_geom).query(sector_geom, predicate="dwithin", distance=reach_m)
+    if not len(s_idx):
+        return _no_candidates()
+    sector_ids = sectors["border_segment_id"].to_numpy()
+    crossing_sector: dict[object, object] = {}
+    if crossings is not None and not crossings.empty:
+        points = np.asarray(crossings.to_crs(crs).geometry.values)
+        c_idx, near = shapely.STRtree(sector_geom).query_nearest(
+            points, max_distance=reach_m, all_matches=False
+        )
+        crossing_sector = dict(zip(crossings["crossing_id"].to_numpy()[c_idx], sector_ids[near], strict=True))
+    by_route, records_of, zone_union = _inputs(routes, zones, crs)
+    route_ids = routes["route_id"].to_numpy()
+    carried_by = {
+        r: [] if c is None else list(c) for r, c in zip(route_ids, routes["crossing_ids"], strict=True)
+    }
+    reach = shapely.buffer(route_geom, reach_m)
+    rows = []
+    for s in np.unique(s_idx):
+        mine = np.sort(r_idx[s_idx == s])
+        ids = sorted(route_ids[mine].tolist())
+        stretch = shapely.intersection(sector_geom[s], shapely.union_all(reach[mine]))
+        if stretch.is_empty:  # a route at exactly reach_m: keep the whole sector
+            stretch = sector_geom[s]
+        found = _candidate(ids, by_route, records_of, stretch, zone_union)
+        if found is None:
+            continue
+        carried = {c for r in ids for c in carried_by[r]}
+        pair = sectors["country_a"].iloc[s], sectors["country_b"].iloc[s]
+        rows.append(
+            {
+                "candidate_type": BORDER_SECTOR,
+                "crossing_id": None,
+                "border_segment_id": sector_ids[s],
+                "name": sector_name(sector_ids[s], *pair),
+                "crossing_ids": sorted(c for c in carried if crossing_sector.get(c) == sector_ids[s]),
+                **found,
+                "geometry": stretch,
+            }
+        )
+    return _ranked(rows, crs)

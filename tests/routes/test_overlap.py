@@ -108,9 +108,89 @@ def test_joint_operation_candidates_need_two_countries_and_rank_by_the_documente
     zones = convergence_zones(_routes(), _corridors(), distance_m=25_000.0)
     found = joint_operation_candidates(routes, crossings, zones=zones)
     # crossing 2 carries one country's records only: no joint operation there
-    assert found["crossing_id"].tolist() == [1]
+    assert found["crossing_id"].tolist() == [1] and found["candidate_type"].tolist() == ["crossing"]
     row = found.iloc[0]
+    assert row["crossing_ids"] == [1] and row["border_segment_id"] is None
     assert row["countries"] == "COL,ECU" and row["records_by_country"] == {"COL": 30, "ECU": 20}
     assert row["route_ids"] == [7] and row["in_convergence_zone"]
     assert str(row["period_start"].date()) == "2024-01-05" and str(row["period_end"].date()) == "2024-06-30"
     assert row["score"] == pytest.approx(0.4 * 0.5 + 0.2 * 20 / 30 + 0.25 * 1.0 + 0.15)
+
+
+def _sector_routes() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {
+            "route_id": [7, 8, 9],
+            "category": ["new_hot", "persistent_hot", "diminishing_hot"],
+            "crossing_ids": [[1, 2], [3], []],
+            "records_by_country": [{"COL": 30, "ECU": 20}, {"PER": 40}, {"BOL": 10}],
+            "first_event": pd.to_datetime(["2024-01-05", "2024-02-01", "2023-11-01"]),
+            "last_event": pd.to_datetime(["2024-06-30", "2024-05-01", "2024-03-01"]),
+        },
+        geometry=[
+            shapely.LineString([(-75.0, 0.0), (-74.0, 0.0)]),
+            shapely.LineString([(-70.0, 0.0), (-69.0, 0.0)]),
+            shapely.LineString([(-70.0, 0.05), (-69.6, 0.05)]),
+        ],
+        crs=4326,
+    )
+
+
+def test_joint_sectors_are_the_border_segments_routes_of_two_countries_reach() -> None:
+    from routes.overlap import joint_sector_candidates
+
+    sectors = gpd.GeoDataFrame(
+        {
+            "border_segment_id": [100, 101, 102, 103, 104, 105],
+            "country_a": ["COL", "COL", "COL", "BOL", "BOL", "COL"],
+            "country_b": ["ECU", "VEN", "ECU", "PER", "PER", None],
+        },
+        geometry=[
+            shapely.LineString([(-74.5, -0.5), (-74.5, 0.5)]),  # across route 7
+            shapely.LineString([(-73.0, -0.5), (-73.0, 0.5)]),  # 111 km past route 7's end
+            shapely.LineString([(-75.0, 0.2), (-74.75, 0.2)]),  # 22.3 km north of route 7
+            shapely.LineString([(-69.5, -0.5), (-69.5, 0.5)]),  # across routes 8 and 9
+            shapely.LineString([(-69.2, -0.5), (-69.2, 0.5)]),  # across route 8, 44 km past route 9
+            shapely.LineString([(-75.0, 0.25), (-74.75, 0.25)]),  # 27.8 km north of route 7
+        ],
+        crs=4326,
+    )
+    crossings = gpd.GeoDataFrame(
+        {"crossing_id": [1, 2, 3, 4]},
+        geometry=[
+            shapely.Point(-74.5, 0.0),  # in sector 100, carried by route 7
+            shapely.Point(-74.2, 0.0),  # 33 km from the nearest sector: in none
+            shapely.Point(-69.5, 0.0),  # in sector 103, carried by route 8
+            shapely.Point(-74.5, 0.4),  # in sector 100, carried by no route
+        ],
+        crs=4326,
+    )
+    zones = convergence_zones(_routes(), _corridors(), distance_m=25_000.0)
+    found = joint_sector_candidates(
+        _sector_routes(), sectors, reach_m=25_000.0, crossings=crossings, zones=zones
+    )
+    # 101 and 105 are out of reach; 104 is reached by route 8 only, one country's records
+    assert found["border_segment_id"].tolist() == [100, 102, 103]
+    assert set(found["candidate_type"]) == {"border_sector"} and found["crossing_id"].isna().all()
+    first, second, third = (found.iloc[i] for i in range(3))
+    assert first["name"] == "COL-ECU sector 100" and first["countries"] == "COL,ECU"
+    assert first["records_by_country"] == {"COL": 30, "ECU": 20} and first["route_ids"] == [7]
+    assert first["crossing_ids"] == [1] and second["crossing_ids"] == [] and third["crossing_ids"] == [3]
+    # sector 100 crosses the convergence zone around -74.5..-74.1; sector 102 lies 33 km off it
+    assert bool(first["in_convergence_zone"]) and not bool(second["in_convergence_zone"])
+    assert first["score"] == pytest.approx(0.4 * 0.5 + 0.2 * 20 / 30 + 0.25 * 1.0 + 0.15)
+    assert second["score"] == pytest.approx(0.4 * 0.5 + 0.2 * 20 / 30 + 0.25 * 1.0)
+    # two routes at sector 103 add up: PER 40 and BOL 10, the persistent route's weight 0.6
+    assert third["name"] == "BOL-PER sector 103" and third["route_ids"] == [8, 9]
+    assert third["records_by_country"] == {"BOL": 10, "PER": 40}
+    assert third["score"] == pytest.approx(0.4 * 0.5 + 0.2 * 10 / 40 + 0.25 * 0.6)
+    assert str(third["period_start"].date()) == "2023-11-01"
+    assert str(third["period_end"].date()) == "2024-05-01"
+    # the stretch of sector 100 within 25 km of route 7: 50 km of the meridian -74.5, centred on it
+    stretch_km = GEOD.geometry_length(first.geometry) / 1000.0
+    assert stretch_km == pytest.approx(50.0, rel=0.005)
+    lats = shapely.get_coordinates(first.geometry)[:, 1]
+    assert lats.min() == pytest.approx(-lats.max(), abs=1e-4)
+    assert shapely.get_coordinates(first.geometry)[:, 0] == pytest.approx(-74.5)
+    # sector 102 lies whole within reach: its 0.25 degrees
+    assert GEOD.geometry_length(second.geometry) / 1000.0 == pytest.approx(DEG_KM / 4, rel=0.005)

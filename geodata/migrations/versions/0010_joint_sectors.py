@@ -1,0 +1,58 @@
+"""Joint-operation candidates at border sectors, stored per run next to the crossings' ones.
+
+Revision ID: 0010
+Revises: 0008
+
+A border sector is a stored border segment (``border_segments``, the same object an alert
+subscription fences with ``border_segment_id``). ``joint_sectors`` holds, per run, the sectors
+where the run's routes carry records of two or more countries' offices. Like
+``joint_operations`` (0008, left unchanged so its readers keep working) it holds only what
+every reader may see: the sector, its countries, the routes, the crossings of the sector those
+routes carry, the period, counts of records per country with counts under k stored as null,
+and ``base_score``, the score without its corridor term (added when read, against the
+convergence zones the reader's row-level security lets through). ``geom`` is the stretch of
+the sector the routes reach (EPSG:4326 lines). The app role may only read; the system writes.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from geoalchemy2 import Geometry
+from sqlalchemy.dialects import postgresql as pg
+
+revision = "0010"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+APP_ROLE = "rutas_app"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "joint_sectors",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column(
+            "run_id",
+            sa.BigInteger,
+            sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        sa.Column("border_segment_id", sa.BigInteger, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("country_a", sa.CHAR(3), nullable=True),
+        sa.Column("country_b", sa.CHAR(3), nullable=True),
+        sa.Column("countries", sa.Text, nullable=False),
+        sa.Column("records_by_country", pg.JSONB, nullable=False),
+        sa.Column("route_ids", pg.ARRAY(sa.BigInteger), nullable=False),
+        sa.Column("crossing_ids", pg.ARRAY(sa.BigInteger), nullable=False),
+        sa.Column("period_start", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("period_end", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("base_score", sa.Float, nullable=False),
+        sa.Column("geom", Geometry("MULTILINESTRING", srid=4326, spatial_index=False), nullable=False),
+    )
+    op.execute(f"GRANT SELECT ON joint_sectors TO {APP_ROLE}")
+
+
+def downgrade() -> None:
+    op.drop_table("joint_sectors")
