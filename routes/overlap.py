@@ -33,11 +33,16 @@ carry records of two or more countries' offices, each scored in 0-1::
 
 from __future__ import annotations
 
+from typing import Any
+
 import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import shapely
+
+from geodata.network import WGS84, local_metric_crs, transform_geoms
+from routes.segments import GEOD
 
 #: How much a route's emerging category raises a convergence zone's score.
 EMERGING_WEIGHTS = {
@@ -91,7 +96,7 @@ def route_corridor_overlap(
     routes: gpd.GeoDataFrame,
     corridors: gpd.GeoDataFrame,
     *,
-    buffer_m: float = 5_000.0,
+    buffer_m: float,
     crossings: gpd.GeoDataFrame | None = None,
     events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -170,7 +175,7 @@ def convergence_zones(
     routes: gpd.GeoDataFrame,
     corridors: gpd.GeoDataFrame,
     *,
-    distance_m: float = 25_000.0,
+    distance_m: float,
     crossings: gpd.GeoDataFrame | None = None,
 ) -> gpd.GeoDataFrame:
     """Zones where a route comes within ``distance_m`` of corridors of at least two kinds, ranked.
@@ -377,6 +382,34 @@ def sector_name(border_segment_id: object, country_a: object, country_b: object)
     return f"{pair} sector {border_segment_id}"
 
 
+def _geodesic_pairs(
+    here: npt.NDArray[Any], there: npt.NDArray[Any], reach_m: float
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """Pairs (i of ``here``, j of ``there``) of EPSG:4326 geometries within ``reach_m`` metres,
+    with their geodesic distance (WGS84, between the nearest points in degrees)."""
+    # candidates by a degree box wide enough at any latitude up to 60 degrees, then geodesic
+    reach_deg = reach_m / 111_000.0 / np.cos(np.radians(60.0))
+    i, j = shapely.STRtree(there).query(here, predicate="dwithin", distance=reach_deg)
+    if not len(i):
+        return i, j, np.zeros(0)
+    ends = shapely.get_coordinates(shapely.shortest_line(here[i], there[j])).reshape(-1, 2, 2)
+    _, _, dist = GEOD.inv(ends[:, 0, 0], ends[:, 0, 1], ends[:, 1, 0], ends[:, 1, 1])
+    ok = dist <= reach_m
+    return i[ok], j[ok], np.asarray(dist[ok], dtype=np.float64)
+
+
+def _stretch(sector: shapely.Geometry, routes: npt.NDArray[Any], reach_m: float) -> shapely.Geometry:
+    """The part of ``sector`` within ``reach_m`` metres of ``routes`` (EPSG:4326), measured in an
+    azimuthal equidistant projection centred on the sector; the whole sector when none is left."""
+    xy = shapely.get_coordinates(sector)
+    crs = local_metric_crs(xy[:, 0], xy[:, 1])
+    projected = transform_geoms(np.asarray([sector, *routes]), WGS84, crs)
+    part = shapely.intersection(projected[0], shapely.union_all(shapely.buffer(projected[1:], reach_m)))
+    if part.is_empty:  # a route exactly at reach_m
+        return sector
+    return transform_geoms(np.asarray([part]), crs, WGS84)[0]
+
+
 def joint_sector_candidates(
     routes: gpd.GeoDataFrame,
     sectors: gpd.GeoDataFrame,
@@ -388,9 +421,9 @@ def joint_sector_candidates(
     """Border sectors where routes carry records of two or more countries' offices, ranked.
 
     A border sector is a stored border segment; a route reaches it when the route comes within
-    ``reach_m`` metres of it (measured in the equal-area projection of :func:`local_crs`).
-    Scored as :func:`joint_operation_candidates` does for crossings, ``in_zone`` meaning that the
-    stretch of the sector the routes reach lies in a convergence zone.
+    ``reach_m`` metres of it (geodesic distance on WGS84). Scored as
+    :func:`joint_operation_candidates` does for crossings, ``in_zone`` meaning that the stretch
+    of the sector the routes reach lies in a convergence zone.
 
     Parameters
     ----------
@@ -416,33 +449,29 @@ def joint_sector_candidates(
     """
     if routes.empty or sectors.empty:
         return _no_candidates()
-    crs = local_crs(routes, sectors)
-    route_geom = np.asarray(routes.to_crs(crs).geometry.values)
-    sector_geom = np.asarray(sectors.to_crs(crs).geometry.values)
-    s_idx, r_idx = shapely.STRtree(route_geom).query(sector_geom, predicate="dwithin", distance=reach_m)
+    route_geom = np.asarray(routes.to_crs(4326).geometry.values)
+    sector_geom = np.asarray(sectors.to_crs(4326).geometry.values)
+    s_idx, r_idx, _ = _geodesic_pairs(sector_geom, route_geom, reach_m)
     if not len(s_idx):
         return _no_candidates()
     sector_ids = sectors["border_segment_id"].to_numpy()
     crossing_sector: dict[object, object] = {}
     if crossings is not None and not crossings.empty:
-        points = np.asarray(crossings.to_crs(crs).geometry.values)
-        c_idx, near = shapely.STRtree(sector_geom).query_nearest(
-            points, max_distance=reach_m, all_matches=False
-        )
-        crossing_sector = dict(zip(crossings["crossing_id"].to_numpy()[c_idx], sector_ids[near], strict=True))
-    by_route, records_of, zone_union = _inputs(routes, zones, crs)
+        points = np.asarray(crossings.to_crs(4326).geometry.values)
+        c_idx, near, dist = _geodesic_pairs(points, sector_geom, reach_m)
+        nearest = pd.DataFrame({"c": c_idx, "s": near, "d": dist}).sort_values("d").drop_duplicates("c")
+        ids = crossings["crossing_id"].to_numpy()
+        crossing_sector = dict(zip(ids[nearest["c"]], sector_ids[nearest["s"]], strict=True))
+    by_route, records_of, zone_union = _inputs(routes, zones, 4326)
     route_ids = routes["route_id"].to_numpy()
     carried_by = {
         r: [] if c is None else list(c) for r, c in zip(route_ids, routes["crossing_ids"], strict=True)
     }
-    reach = shapely.buffer(route_geom, reach_m)
     rows = []
     for s in np.unique(s_idx):
-        mine = np.sort(r_idx[s_idx == s])
+        mine = np.unique(r_idx[s_idx == s])
         ids = sorted(route_ids[mine].tolist())
-        stretch = shapely.intersection(sector_geom[s], shapely.union_all(reach[mine]))
-        if stretch.is_empty:  # a route at exactly reach_m: keep the whole sector
-            stretch = sector_geom[s]
+        stretch = _stretch(sector_geom[s], route_geom[mine], reach_m)
         found = _candidate(ids, by_route, records_of, stretch, zone_union)
         if found is None:
             continue
@@ -459,4 +488,4 @@ def joint_sector_candidates(
                 "geometry": stretch,
             }
         )
-    return _ranked(rows, crs)
+    return _ranked(rows, 4326)

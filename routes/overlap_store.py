@@ -87,20 +87,18 @@ def _ewkb(geoms: gpd.GeoSeries) -> list[str]:
     return [str(h) for h in shapely.to_wkb(values, hex=True, include_srid=True)]
 
 
-def _corridors(conn: Connection) -> gpd.GeoDataFrame:
-    sql = (
-        "SELECT c.id AS corridor_id, c.kind, c.owner_country, c.valid_from, c.valid_to, c.geom "
-        "FROM corridors c JOIN reference_layers l ON l.id = c.layer_id WHERE l.active ORDER BY c.id"
-    )
-    frame = gpd.read_postgis(sa.text(sql), conn, geom_col="geom", crs="EPSG:4326")
-    return frame.rename_geometry("geometry")
+#: The active corridors and the active border segments (border sectors).
+_CORRIDORS_SQL = (
+    "SELECT c.id AS corridor_id, c.kind, c.owner_country, c.valid_from, c.valid_to, c.geom "
+    "FROM corridors c JOIN reference_layers l ON l.id = c.layer_id WHERE l.active ORDER BY c.id"
+)
+_SECTORS_SQL = (
+    "SELECT b.id AS border_segment_id, b.country_a, b.country_b, b.geom FROM border_segments b "
+    "JOIN reference_layers l ON l.id = b.layer_id WHERE l.active AND l.kind = 'borders' ORDER BY b.id"
+)
 
 
-def _border_sectors(conn: Connection) -> gpd.GeoDataFrame:
-    sql = (
-        "SELECT b.id AS border_segment_id, b.country_a, b.country_b, b.geom FROM border_segments b "
-        "JOIN reference_layers l ON l.id = b.layer_id WHERE l.active AND l.kind = 'borders' ORDER BY b.id"
-    )
+def _read_active(conn: Connection, sql: str) -> gpd.GeoDataFrame:
     frame = gpd.read_postgis(sa.text(sql), conn, geom_col="geom", crs="EPSG:4326")
     return frame.rename_geometry("geometry")
 
@@ -159,7 +157,7 @@ def store_overlap_products(
         return written
     frame = gpd.GeoDataFrame(routes.assign(route_id=routes["id"]), geometry="geometry", crs=4326)
     points = crossings.rename(columns={"id": "crossing_id"})[["crossing_id", "name", "geometry"]]
-    corridors = _corridors(conn)
+    corridors = _read_active(conn, _CORRIDORS_SQL)
     if not corridors.empty:
         written.update(_store_corridor_products(conn, run_id, frame, events, points, corridors, params))
     frame["records_by_country"] = _records_by_country(frame, events)
@@ -179,7 +177,7 @@ def store_overlap_products(
             ],
         )
     written["joint_operations"] = len(joint)
-    sectors = _border_sectors(conn)
+    sectors = _read_active(conn, _SECTORS_SQL)
     joint = joint_sector_candidates(
         frame, sectors, reach_m=params.sector_reach_m, crossings=points, zones=None
     )
