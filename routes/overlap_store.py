@@ -360,14 +360,17 @@ def read_joint_operations(
 
     Columns of :data:`routes.overlap.JOINT_COLUMNS`; ``candidate_type`` says ``crossing`` or
     ``border_sector``. ``in_convergence_zone`` and the score's corridor term (0.15) come from
-    the convergence zones the scope may see; counts stored as null (under ``k``, the ``k`` they
-    were stored with) are shown as ``<k``. Highest score first (crossings first at equal score).
+    the convergence zones the scope may see; counts stored as null are shown as ``<k`` with the
+    k the run stored them with (its ``parameters.overlap.k``), or ``k`` for runs that did not
+    record it. Highest score first (crossings first at equal score).
     """
     sql = (
         "SELECT c.candidate_type, c.crossing_id, c.border_segment_id, c.name, c.countries, "
         "c.records_by_country, c.route_ids, c.crossing_ids, c.period_start, c.period_end, "
         "EXISTS (SELECT 1 FROM convergence_zones z WHERE z.run_id = c.run_id "
-        "AND ST_Intersects(z.geom, c.geom)) AS in_convergence_zone, c.base_score, c.geom "
+        "AND ST_Intersects(z.geom, c.geom)) AS in_convergence_zone, c.base_score, c.geom, "
+        "(SELECT CAST(a.parameters->'overlap'->>'k' AS integer) FROM analysis_runs a "
+        "WHERE a.id = c.run_id) AS stored_k "
         f"FROM ({_JOINT_SQL}) c ORDER BY c.candidate_type DESC, c.id"
     )
     with scoped(engine, scope) as conn:
@@ -376,8 +379,8 @@ def read_joint_operations(
         ).rename_geometry("geometry")
     frame["score"] = frame["base_score"] + ZONE_WEIGHT * frame["in_convergence_zone"].astype(float)
     frame["records_by_country"] = [
-        {c: (f"<{k}" if n is None else int(n)) for c, n in dict(r).items()}
-        for r in frame["records_by_country"]
+        {c: (f"<{k if pd.isna(run_k) else int(run_k)}" if n is None else int(n)) for c, n in dict(r).items()}
+        for r, run_k in zip(frame["records_by_country"], frame["stored_k"], strict=True)
     ]
     for column in ("route_ids", "crossing_ids"):
         frame[column] = frame[column].map(lambda ids: [int(i) for i in ids])
