@@ -332,7 +332,8 @@ sa.Index("corridors_geom_idx", corridors.c.geom, postgresql_using="gist")
 sa.Index("corridors_layer_idx", corridors.c.layer_id)
 
 #: Joint-operation candidates at border crossings, per run (migration 0008): only what every reader
-#: may see (counts under k as null, the score without its corridor term, added when read).
+#: may see (counts under k as null, the period as the first days of the first and last month holding
+#: at least k records, the score without its corridor term, added when read).
 joint_operations = sa.Table(
     "joint_operations",
     metadata,
@@ -351,7 +352,9 @@ joint_operations = sa.Table(
 )
 
 #: Joint-operation candidates at border sectors (``border_segments``), per run (migration 0010),
-#: under the same rule as ``joint_operations``; ``geom`` is the stretch of the sector the routes reach.
+#: under the same rule as ``joint_operations``; ``geom`` is the stretch of the sector the routes reach,
+#: ``border_segment_ids`` the contiguous segments of one border merged into it (the first is
+#: ``border_segment_id``).
 joint_sectors = sa.Table(
     "joint_sectors",
     metadata,
@@ -359,6 +362,7 @@ joint_sectors = sa.Table(
     sa.Column("run_id", sa.BigInteger, sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
               nullable=False, index=True),
     sa.Column("border_segment_id", sa.BigInteger, nullable=False),
+    sa.Column("border_segment_ids", pg.ARRAY(sa.BigInteger), nullable=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("country_a", sa.CHAR(3), nullable=True),
     sa.Column("country_b", sa.CHAR(3), nullable=True),

@@ -29,17 +29,24 @@ the border sectors, i.e. stored border segments (:func:`joint_sector_candidates`
 carry records of two or more countries' offices, each scored in 0-1::
 
     score = 0.4 * min(records / 100, 1) + 0.2 * balance + 0.25 * emerging + 0.15 * in_zone
+
+A candidate's period is its routes' first and last event, or, given ``k``, no finer than what
+every reader may see (:func:`k_period`): the first days (UTC) of the first and last calendar
+month holding at least ``k`` of the candidate's records, none when no month does.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import shapely
+from scipy import sparse
+from scipy.sparse import csgraph
 
 from geodata.network import WGS84, local_metric_crs, transform_geoms
 from routes.segments import GEOD
@@ -247,6 +254,7 @@ JOINT_COLUMNS = [
     "candidate_type",
     "crossing_id",
     "border_segment_id",
+    "border_segment_ids",
     "name",
     "countries",
     "records_by_country",
@@ -268,14 +276,45 @@ def _no_candidates() -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs=4326)
 
 
+def month_key(when: pd.Series) -> pd.Series:
+    """The calendar month (UTC) of each time, as the ISO date of its first day (``2024-03-01``)."""
+    utc = pd.DatetimeIndex(pd.to_datetime(when, utc=True))
+    return pd.Series(utc.strftime("%Y-%m-01"), index=when.index)
+
+
+def k_period(
+    monthly_counts: list[dict[str, int]], k: int
+) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """First days (UTC) of the first and last month holding at least ``k`` records; None when none.
+
+    ``monthly_counts`` holds one dict per route (month's first day as ``YYYY-MM-DD`` -> records
+    that month); the routes' counts are added up. This is the rule the API applies to a route's
+    first and last event for a reader who may not see every member record: an exact date, or
+    a month of fewer than ``k`` records, could single out a victim.
+    """
+    total: dict[str, int] = {}
+    for counts in monthly_counts:
+        for month, n in (counts or {}).items():
+            total[month] = total.get(month, 0) + int(n)
+    months = sorted(m for m, n in total.items() if n >= k)
+    if not months:
+        return None, None
+    return pd.Timestamp(months[0], tz="UTC"), pd.Timestamp(months[-1], tz="UTC")
+
+
 def _candidate(
     route_ids: list[object],
     routes: pd.DataFrame,
     records_of: dict[object, dict[str, int]],
     place: shapely.Geometry,
     zone_union: shapely.Geometry | None,
+    k: int | None,
 ) -> dict[str, object] | None:
-    """Countries, records, period and score of the routes at one place; None under two countries."""
+    """Countries, records, period and score of the routes at one place; None under two countries.
+
+    The period is the routes' first and last event, or with ``k`` the :func:`k_period` of their
+    ``monthly_counts``.
+    """
     counts: dict[str, int] = {}
     for route_id in route_ids:
         for country, n in records_of[route_id].items():
@@ -291,12 +330,19 @@ def _candidate(
         + 0.25 * emerging
         + ZONE_WEIGHT * float(in_zone)
     )
+    start: pd.Timestamp | None
+    end: pd.Timestamp | None
+    if k is None:
+        start = pd.to_datetime(routes.loc[route_ids, "first_event"]).min()
+        end = pd.to_datetime(routes.loc[route_ids, "last_event"]).max()
+    else:
+        start, end = k_period([cast(dict[str, int], routes.at[r, "monthly_counts"]) for r in route_ids], k)
     return {
         "countries": ",".join(sorted(counts)),
         "records_by_country": dict(sorted(counts.items())),
         "route_ids": route_ids,
-        "period_start": pd.to_datetime(routes.loc[route_ids, "first_event"]).min(),
-        "period_end": pd.to_datetime(routes.loc[route_ids, "last_event"]).max(),
+        "period_start": start,
+        "period_end": end,
         "in_convergence_zone": in_zone,
         "score": score,
     }
@@ -332,12 +378,16 @@ def joint_operation_candidates(
     crossings: gpd.GeoDataFrame,
     *,
     zones: gpd.GeoDataFrame | None = None,
+    k: int | None = None,
 ) -> gpd.GeoDataFrame:
     """Border crossings where routes carry records of two or more countries' offices, ranked.
 
     ``routes``: route_id, category, crossing_ids (list), records_by_country (dict ISO3 -> count
-    of the route's records), first_event, last_event. ``crossings``: crossing_id, name, geometry.
-    ``zones``: convergence zones (:func:`convergence_zones`). One row per crossing
+    of the route's records), first_event, last_event, and with ``k`` monthly_counts (dict month's
+    first day ``YYYY-MM-DD`` -> the route's records that month, UTC). ``crossings``:
+    crossing_id, name, geometry. ``zones``: convergence zones (:func:`convergence_zones`).
+    ``k``: when given, the period is the :func:`k_period` of the routes' monthly counts (what
+    every reader may see), else their first and last event. One row per crossing
     (``candidate_type`` ``"crossing"``, columns :data:`JOINT_COLUMNS`), EPSG:4326, highest
     score first::
 
@@ -359,7 +409,7 @@ def joint_operation_candidates(
             continue
         ids = sorted(group["route_id"].unique().tolist())
         point = points.at[crossing_id, "geometry"]
-        found = _candidate(ids, by_route, records_of, point, zone_union)
+        found = _candidate(ids, by_route, records_of, point, zone_union, k)
         if found is None:
             continue
         rows.append(
@@ -367,6 +417,7 @@ def joint_operation_candidates(
                 "candidate_type": CROSSING,
                 "crossing_id": crossing_id,
                 "border_segment_id": None,
+                "border_segment_ids": [],
                 "name": points.at[crossing_id, "name"],
                 "crossing_ids": [crossing_id],
                 **found,
@@ -376,10 +427,12 @@ def joint_operation_candidates(
     return _ranked(rows, 4326)
 
 
-def sector_name(border_segment_id: object, country_a: object, country_b: object) -> str:
-    """How a border sector is named: its countries and its border segment id, e.g. ``GTM-MEX sector 12``."""
+def sector_name(border_segment_ids: list[int], country_a: object, country_b: object) -> str:
+    """How a border sector is named: its countries and its border segment ids, e.g. ``GTM-MEX
+    sector 12`` for one segment, ``GTM-MEX sectors 12, 13, 17`` for contiguous ones merged."""
     pair = "-".join(str(c) if isinstance(c, str) and c else "?" for c in (country_a, country_b))
-    return f"{pair} sector {border_segment_id}"
+    ids = ", ".join(str(i) for i in sorted(border_segment_ids))
+    return f"{pair} sector{'s' if len(border_segment_ids) > 1 else ''} {ids}"
 
 
 def _geodesic_pairs(
@@ -410,6 +463,20 @@ def _stretch(sector: shapely.Geometry, routes: npt.NDArray[Any], reach_m: float)
     return transform_geoms(np.asarray([part]), crs, WGS84)[0]
 
 
+#: Border segments whose ends lie this close (degrees, about 1 cm) are contiguous.
+_TOUCH_DEG = 1e-7
+
+
+def _contiguous_groups(keys: Sequence[tuple[object, ...]], lines: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+    """A group label per line: lines of equal ``keys`` joined by touching ones (within 1 cm)."""
+    n = len(lines)
+    i, j = shapely.STRtree(lines).query(lines, predicate="dwithin", distance=_TOUCH_DEG)
+    same = np.array([keys[a] == keys[b] for a, b in zip(i, j, strict=True)], dtype=bool)
+    graph = sparse.coo_matrix((np.ones(int(same.sum())), (i[same], j[same])), shape=(n, n))
+    _, labels = csgraph.connected_components(graph, directed=False)
+    return np.asarray(labels, dtype=np.intp)
+
+
 def joint_sector_candidates(
     routes: gpd.GeoDataFrame,
     sectors: gpd.GeoDataFrame,
@@ -417,35 +484,43 @@ def joint_sector_candidates(
     reach_m: float,
     crossings: gpd.GeoDataFrame | None = None,
     zones: gpd.GeoDataFrame | None = None,
+    k: int | None = None,
 ) -> gpd.GeoDataFrame:
     """Border sectors where routes carry records of two or more countries' offices, ranked.
 
-    A border sector is a stored border segment; a route reaches it when the route comes within
-    ``reach_m`` metres of it (geodesic distance on WGS84). Scored as
-    :func:`joint_operation_candidates` does for crossings, ``in_zone`` meaning that the stretch
-    of the sector the routes reach lies in a convergence zone.
+    A border sector is one stored border segment, or several contiguous ones of the same border
+    (same country pair, ends within 1 cm) reached by the same set of routes, merged into one
+    candidate; a route reaches a segment when it comes within ``reach_m`` metres of it
+    (geodesic distance on WGS84). Scored as :func:`joint_operation_candidates` does for
+    crossings, ``in_zone`` meaning that the stretch of the sector the routes reach lies in a
+    convergence zone.
 
     Parameters
     ----------
     routes
         route_id, category, crossing_ids (list), records_by_country (dict ISO3 -> count),
-        first_event, last_event, geometry (lines, EPSG:4326).
+        first_event, last_event, geometry (lines, EPSG:4326), and with ``k`` monthly_counts
+        (as :func:`joint_operation_candidates`).
     sectors
         border_segment_id, country_a, country_b (ISO3 or None), geometry (lines, EPSG:4326).
     reach_m
-        How near (metres) a route must come to a sector to be counted there.
+        How near (metres) a route must come to a segment to be counted there.
     crossings
-        crossing_id, geometry (points, EPSG:4326): a crossing belongs to the nearest sector
-        within ``reach_m``; a candidate lists the crossings of its sector that its routes carry.
+        crossing_id, geometry (points, EPSG:4326): a crossing belongs to the nearest segment
+        within ``reach_m``; a candidate lists the crossings of its segments that its routes carry.
     zones
         Convergence zones (:func:`convergence_zones`), EPSG:4326.
+    k
+        When given, the period is the :func:`k_period` of the routes' monthly counts (what every
+        reader may see), else their first and last event.
 
     Returns
     -------
     GeoDataFrame
         One row per sector (``candidate_type`` ``"border_sector"``, columns
-        :data:`JOINT_COLUMNS`, name from :func:`sector_name`), geometry the stretch of the
-        sector within ``reach_m`` of its routes (EPSG:4326 lines), highest score first.
+        :data:`JOINT_COLUMNS`; ``border_segment_ids`` its segments, ``border_segment_id`` the
+        first of them, name from :func:`sector_name`), geometry the stretch of the sector within
+        ``reach_m`` of its routes (EPSG:4326 lines), highest score first.
     """
     if routes.empty or sectors.empty:
         return _no_candidates()
@@ -467,23 +542,31 @@ def joint_sector_candidates(
     carried_by = {
         r: [] if c is None else list(c) for r, c in zip(route_ids, routes["crossing_ids"], strict=True)
     }
+    pairs = sectors[["country_a", "country_b"]].to_numpy(dtype=object)
+    reached = np.unique(s_idx)
+    reached_by = [tuple(np.unique(r_idx[s_idx == s]).tolist()) for s in reached]
+    keys = [(str(pairs[s, 0]), str(pairs[s, 1]), mine) for s, mine in zip(reached, reached_by, strict=True)]
+    groups = _contiguous_groups(keys, sector_geom[reached])
     rows = []
-    for s in np.unique(s_idx):
-        mine = np.unique(r_idx[s_idx == s])
+    for group in np.unique(groups):
+        members = reached[groups == group]
+        mine = np.asarray(keys[int(np.flatnonzero(groups == group)[0])][2], dtype=np.intp)
         ids = sorted(route_ids[mine].tolist())
-        stretch = _stretch(sector_geom[s], route_geom[mine], reach_m)
-        found = _candidate(ids, by_route, records_of, stretch, zone_union)
+        segments = sorted(sector_ids[members].tolist())
+        whole = shapely.line_merge(shapely.union_all(sector_geom[members]))
+        stretch = _stretch(whole, route_geom[mine], reach_m)
+        found = _candidate(ids, by_route, records_of, stretch, zone_union, k)
         if found is None:
             continue
         carried = {c for r in ids for c in carried_by[r]}
-        pair = sectors["country_a"].iloc[s], sectors["country_b"].iloc[s]
         rows.append(
             {
                 "candidate_type": BORDER_SECTOR,
                 "crossing_id": None,
-                "border_segment_id": sector_ids[s],
-                "name": sector_name(sector_ids[s], *pair),
-                "crossing_ids": sorted(c for c in carried if crossing_sector.get(c) == sector_ids[s]),
+                "border_segment_id": segments[0],
+                "border_segment_ids": segments,
+                "name": sector_name(segments, *pairs[members[0]]),
+                "crossing_ids": sorted(c for c in carried if crossing_sector.get(c) in set(segments)),
                 **found,
                 "geometry": stretch,
             }

@@ -5,7 +5,8 @@ the convergence zones and the joint-operation candidates (at border crossings an
 sectors) of a run's routes against every active corridor and border segment (read with the
 run's system scope) and writes them to ``corridor_overlaps``, ``convergence_zones``,
 ``joint_operations`` (migration 0008, which documents who reads what) and ``joint_sectors``
-(migration 0010, same rule as ``joint_operations``). :func:`read_joint_operations` reads the
+(migration 0010, same rule as ``joint_operations``): counts under k as null and a period no
+finer than the months holding at least k records. :func:`read_joint_operations` reads the
 candidates back in a reader's scope. Distances come from :class:`OverlapParams` (built from the
 settings). Geometries are EPSG:4326; lengths in km, distances computed in metres (see
 :mod:`routes.overlap`).
@@ -35,6 +36,7 @@ from routes.overlap import (
     joint_operation_candidates,
     joint_sector_candidates,
     local_crs,
+    month_key,
     route_corridor_overlap,
 )
 
@@ -108,15 +110,22 @@ def _suppressed(records: dict[str, int], k: int) -> str:
     return json.dumps({c: (n if n >= k else None) for c, n in records.items()})
 
 
-def _records_by_country(routes: gpd.GeoDataFrame, events: pd.DataFrame) -> list[dict[str, int]]:
+def _route_tallies(
+    routes: gpd.GeoDataFrame, events: pd.DataFrame
+) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
+    """Each route's records per owner country, and per calendar month (UTC, :func:`month_key`)."""
     members = routes[["id", "event_ids"]].explode("event_ids").dropna()
-    owner = events.set_index("event_id")["owner_country"]
-    members["country"] = owner.reindex(members["event_ids"].astype(np.int64).to_numpy()).to_numpy()
-    counts = members.dropna().groupby(["id", "country"]).size()
-    per_route: dict[int, dict[str, int]] = {}
-    for (route_id, country), n in counts.items():
-        per_route.setdefault(int(route_id), {})[str(country)] = int(n)
-    return [per_route.get(int(i), {}) for i in routes["id"]]
+    known = events.set_index("event_id").reindex(members["event_ids"].astype(np.int64).to_numpy())
+    members["country"] = known["owner_country"].to_numpy()
+    members["month"] = month_key(known["occurred_at"]).to_numpy()
+    tallies = []
+    for column in ("country", "month"):
+        counts = members.dropna(subset=[column]).groupby(["id", column]).size()
+        per_route: dict[int, dict[str, int]] = {}
+        for (route_id, value), n in counts.items():
+            per_route.setdefault(int(route_id), {})[str(value)] = int(n)
+        tallies.append([per_route.get(int(i), {}) for i in routes["id"]])
+    return tallies[0], tallies[1]
 
 
 def store_overlap_products(
@@ -160,9 +169,10 @@ def store_overlap_products(
     corridors = _read_active(conn, _CORRIDORS_SQL)
     if not corridors.empty:
         written.update(_store_corridor_products(conn, run_id, frame, events, points, corridors, params))
-    frame["records_by_country"] = _records_by_country(frame, events)
-    # stored without the corridor term, so the rows hold nothing only some readers may see
-    joint = joint_operation_candidates(frame, points, zones=None)
+    frame["records_by_country"], frame["monthly_counts"] = _route_tallies(frame, events)
+    # stored without the corridor term and with a k-coarsened period, so the rows hold nothing
+    # only some readers may see
+    joint = joint_operation_candidates(frame, points, zones=None, k=params.k)
     if len(joint):
         conn.execute(
             sa.text(
@@ -179,22 +189,24 @@ def store_overlap_products(
     written["joint_operations"] = len(joint)
     sectors = _read_active(conn, _SECTORS_SQL)
     joint = joint_sector_candidates(
-        frame, sectors, reach_m=params.sector_reach_m, crossings=points, zones=None
+        frame, sectors, reach_m=params.sector_reach_m, crossings=points, zones=None, k=params.k
     )
     if len(joint):
         pair = sectors.set_index("border_segment_id")[["country_a", "country_b"]]
         conn.execute(
             sa.text(
-                "INSERT INTO joint_sectors (run_id, border_segment_id, name, country_a, country_b, "
-                "countries, records_by_country, route_ids, crossing_ids, period_start, period_end, "
-                "base_score, geom) VALUES (:run_id, :segment, :name, :a, :b, :countries, "
-                "CAST(:records AS jsonb), :routes, :crossings, :start, :end, :score, "
+                "INSERT INTO joint_sectors (run_id, border_segment_id, border_segment_ids, name, "
+                "country_a, country_b, countries, records_by_country, route_ids, crossing_ids, "
+                "period_start, period_end, base_score, geom) VALUES (:run_id, :segment, :segments, "
+                ":name, :a, :b, :countries, CAST(:records AS jsonb), :routes, :crossings, :start, :end, "
+                ":score, "
                 "ST_Multi(ST_GeomFromEWKB(decode(:geom, 'hex'))))"
             ),
             [
                 {
                     **_candidate_record(run_id, j, params.k),
                     "segment": int(j.border_segment_id),
+                    "segments": [int(s) for s in j.border_segment_ids],
                     "a": pair.at[j.border_segment_id, "country_a"],
                     "b": pair.at[j.border_segment_id, "country_b"],
                     "crossings": [int(c) for c in j.crossing_ids],
@@ -343,11 +355,13 @@ def read_convergence_zones(engine: Engine, run_ids: list[int], scope: Scope) -> 
 #: Both kinds of stored candidate in the columns :func:`read_joint_operations` returns.
 _JOINT_SQL = (
     "SELECT '" + CROSSING + "' AS candidate_type, j.crossing_id, NULL::bigint AS border_segment_id, "
+    "CAST(ARRAY[] AS bigint[]) AS border_segment_ids, "
     "j.name, j.countries, j.records_by_country, j.route_ids, ARRAY[j.crossing_id] AS crossing_ids, "
     "j.period_start, j.period_end, j.base_score, j.geom, j.id, j.run_id "
     "FROM joint_operations j WHERE j.run_id = ANY(CAST(:ids AS bigint[])) "
     "UNION ALL "
-    "SELECT '" + BORDER_SECTOR + "', NULL::bigint, s.border_segment_id, s.name, s.countries, "
+    "SELECT '" + BORDER_SECTOR + "', NULL::bigint, s.border_segment_id, s.border_segment_ids, "
+    "s.name, s.countries, "
     "s.records_by_country, s.route_ids, s.crossing_ids, s.period_start, s.period_end, s.base_score, "
     "s.geom, s.id, s.run_id FROM joint_sectors s WHERE s.run_id = ANY(CAST(:ids AS bigint[]))"
 )
@@ -362,10 +376,13 @@ def read_joint_operations(
     ``border_sector``. ``in_convergence_zone`` and the score's corridor term (0.15) come from
     the convergence zones the scope may see; counts stored as null are shown as ``<k`` with the
     k the run stored them with (its ``parameters.overlap.k``), or ``k`` for runs that did not
-    record it. Highest score first (crossings first at equal score).
+    record it. The period is as stored: the first days (UTC) of the first and last month holding
+    at least k of the candidate's records (NaT when none; runs stored before this rule hold the
+    exact first and last event). Highest score first (crossings first at equal score).
     """
     sql = (
-        "SELECT c.candidate_type, c.crossing_id, c.border_segment_id, c.name, c.countries, "
+        "SELECT c.candidate_type, c.crossing_id, c.border_segment_id, c.border_segment_ids, "
+        "c.name, c.countries, "
         "c.records_by_country, c.route_ids, c.crossing_ids, c.period_start, c.period_end, "
         "EXISTS (SELECT 1 FROM convergence_zones z WHERE z.run_id = c.run_id "
         "AND ST_Intersects(z.geom, c.geom)) AS in_convergence_zone, c.base_score, c.geom, "
@@ -382,7 +399,7 @@ def read_joint_operations(
         {c: (f"<{k if pd.isna(run_k) else int(run_k)}" if n is None else int(n)) for c, n in dict(r).items()}
         for r, run_k in zip(frame["records_by_country"], frame["stored_k"], strict=True)
     ]
-    for column in ("route_ids", "crossing_ids"):
+    for column in ("route_ids", "crossing_ids", "border_segment_ids"):
         frame[column] = frame[column].map(lambda ids: [int(i) for i in ids])
     for column in ("crossing_id", "border_segment_id"):
         ids = [None if pd.isna(v) else int(v) for v in frame[column]]

@@ -191,16 +191,24 @@ def test_joint_operations_are_stored_with_counts_and_read_with_the_readers_zones
             )
         ]
     assert len(members) >= 17
+    # the first 3 records (November) and the last 2 (March) are fewer than k: the stored period
+    # is January, the only month holding 11 or more, not the exact first and last dates
+    when = ["2023-11-03 08:00"] * 3 + ["2024-01-14 10:00"] * 12 + ["2024-03-29 23:00"] * 2
     events = pd.DataFrame(
         {
             "event_id": members[:17],
             "lon": point.x,
             "lat": point.y,
-            "occurred_at": pd.Timestamp("2024-01-01", tz="UTC"),
+            "occurred_at": pd.to_datetime(when, utc=True),
             "owner_country": ["SLV"] * 14 + ["GTM"] * 3,
         }
     )
-    one = routes[routes["id"] == route["id"]].assign(event_ids=[members[:17]], crossing_ids=[[900001]])
+    one = routes[routes["id"] == route["id"]].assign(
+        event_ids=[members[:17]],
+        crossing_ids=[[900001]],
+        first_event=pd.Timestamp(when[0], tz="UTC"),
+        last_event=pd.Timestamp(when[-1], tz="UTC"),
+    )
     with scoped(engine) as conn:
         run_id = int(
             conn.execute(
@@ -234,6 +242,18 @@ def test_joint_operations_are_stored_with_counts_and_read_with_the_readers_zones
     # Guatemala's 3 records are under k: stored as null, shown as <11 to every reader
     assert row["records_by_country"] == {"GTM": "<11", "SLV": 14}
     assert row["route_ids"] == [int(route["id"])]
+    january = pd.Timestamp("2024-01-01", tz="UTC")
+    for candidate in (row, sector_row):
+        assert candidate["period_start"] == january and candidate["period_end"] == january
+    with engine.connect() as conn:
+        stored_periods = conn.execute(
+            sa.text(
+                "SELECT period_start, period_end FROM joint_operations WHERE run_id = :r UNION ALL "
+                "SELECT period_start, period_end FROM joint_sectors WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        ).all()
+    assert {tuple(pd.Timestamp(t) for t in p) for p in stored_periods} == {(january, january)}
     # the corridor term counts only for a reader who may see the convergence zone
     assert bool(row["in_convergence_zone"]) and not bool(salvador.iloc[0]["in_convergence_zone"])
     assert row["score"] == pytest.approx(salvador.iloc[0]["score"] + 0.15)
@@ -243,6 +263,7 @@ def test_joint_operations_are_stored_with_counts_and_read_with_the_readers_zones
     assert sector_row["countries"] == "GTM,SLV"
     assert sector_row["records_by_country"] == {"GTM": "<11", "SLV": 14}
     assert sector_row["route_ids"] == [int(route["id"])] and sector_row["crossing_ids"] == [900001]
+    assert sector_row["border_segment_ids"] == [segment_id] and row["border_segment_ids"] == []
     # the whole 2.8 km segment is within reach of the route, and lies in the zone
     assert sector_row.geometry.equals_exact(shapely.MultiLineString([sector]), 1e-7)  # 1 cm
     assert sector_row["score"] == pytest.approx(row["score"])

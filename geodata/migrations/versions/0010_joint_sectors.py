@@ -4,14 +4,18 @@ Revision ID: 0010
 Revises: 0008
 
 A border sector is a stored border segment (``border_segments``, the same object an alert
-subscription fences with ``border_segment_id``). ``joint_sectors`` holds, per run, the sectors
-where the run's routes carry records of two or more countries' offices. Like
-``joint_operations`` (0008, left unchanged so its readers keep working) it holds only what
-every reader may see: the sector, its countries, the routes, the crossings of the sector those
-routes carry, the period, counts of records per country with counts under k stored as null,
-and ``base_score``, the score without its corridor term (added when read, against the
-convergence zones the reader's row-level security lets through). ``geom`` is the stretch of
-the sector the routes reach (EPSG:4326 lines). The app role may only read; the system writes.
+subscription fences with ``border_segment_id``), or several contiguous segments of the same
+border reached by the same routes, merged: ``border_segment_ids`` lists them and
+``border_segment_id`` is the first. ``joint_sectors`` holds, per run, the sectors where the
+run's routes carry records of two or more countries' offices. Like ``joint_operations`` (0008,
+left unchanged so its readers keep working) it holds only what every reader may see: the
+sector, its countries, the routes, the crossings of the sector those routes carry, counts of
+records per country with counts under k stored as null, a period no finer than the first days
+of the first and last calendar month holding at least k of the candidate's records (null when
+none does; the runs stored since this rule apply it to ``joint_operations`` too), and
+``base_score``, the score without its corridor term (added when read, against the convergence
+zones the reader's row-level security lets through). ``geom`` is the stretch of the sector the
+routes reach (EPSG:4326 lines). The app role may only read; the system writes.
 """
 
 import sqlalchemy as sa
@@ -39,6 +43,7 @@ def upgrade() -> None:
             index=True,
         ),
         sa.Column("border_segment_id", sa.BigInteger, nullable=False),
+        sa.Column("border_segment_ids", pg.ARRAY(sa.BigInteger), nullable=False),
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("country_a", sa.CHAR(3), nullable=True),
         sa.Column("country_b", sa.CHAR(3), nullable=True),
