@@ -388,3 +388,77 @@ def test_the_run_takes_the_overlap_distances_and_k_from_the_settings(
     joint = read_joint_operations(engine, [run.run_id], admin, k=11)
     assert run.counts["joint_sectors"] == 1
     assert set(joint.iloc[0]["records_by_country"].values()) == {"<1000"}
+
+
+def test_the_upgrade_coarsens_the_periods_of_crossings_stored_before_it(
+    engine: Engine, stored: tuple[Scenario, RunSummary]
+) -> None:
+    from alembic import command
+
+    from geodata.db import alembic_config
+
+    _, run = stored
+    with scoped(engine) as conn:
+        members = pd.DataFrame(
+            conn.execute(
+                sa.text(
+                    "SELECT re.route_id, e.occurred_at FROM route_events re "
+                    "JOIN events e ON e.id = re.event_id JOIN routes r ON r.id = re.route_id "
+                    "WHERE r.run_id = :r"
+                ),
+                {"r": run.run_id},
+            ).all(),
+            columns=["route_id", "occurred_at"],
+        )
+    sizes = members["route_id"].value_counts()
+    # every route of the run together, and the route with the fewest records alone
+    candidates = [sorted(int(r) for r in sizes.index), [int(sizes.index[-1])]]
+    expected = []
+    for ids in candidates:
+        mine = members[members["route_id"].isin(ids)]
+        months = pd.DatetimeIndex(pd.to_datetime(mine["occurred_at"], utc=True).dt.tz_convert(None))
+        per_month = pd.Series(1, index=months.to_period("M")).groupby(level=0).size()
+        held = per_month[per_month >= 11].index
+        expected.append(
+            (held.min().to_timestamp().tz_localize("UTC"), held.max().to_timestamp().tz_localize("UTC"))
+            if len(held)
+            else (None, None)
+        )
+    assert expected[0][0] is not None
+    with engine.connect() as conn:
+        outer = conn.begin()
+        try:
+            # rows as a run stored them before 0010: the routes' exact first and last event
+            ids = [
+                int(
+                    conn.execute(
+                        sa.text(
+                            "INSERT INTO joint_operations (run_id, crossing_id, name, countries, "
+                            "records_by_country, route_ids, period_start, period_end, base_score, geom) "
+                            "VALUES (:run, 1, 'Paso', 'GTM,SLV', '{}', :routes, :start, :end, 0.5, "
+                            "ST_SetSRID(ST_MakePoint(-89, 14), 4326)) RETURNING id"
+                        ),
+                        {
+                            "run": run.run_id,
+                            "routes": routes,
+                            "start": members["occurred_at"].min().to_pydatetime(),
+                            "end": members["occurred_at"].max().to_pydatetime(),
+                        },
+                    ).scalar_one()
+                )
+                for routes in candidates
+            ]
+            command.downgrade(alembic_config(conn), "0008")
+            command.upgrade(alembic_config(conn), "head")
+            periods = conn.execute(
+                sa.text(
+                    "SELECT period_start, period_end FROM joint_operations "
+                    "WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id"
+                ),
+                {"ids": ids},
+            ).all()
+            role = conn.execute(sa.text("SELECT current_setting('rutas.role', true)")).scalar()
+        finally:
+            outer.rollback()
+    got = [tuple(None if t is None else pd.Timestamp(t) for t in p) for p in periods]
+    assert got == expected and role in (None, "")

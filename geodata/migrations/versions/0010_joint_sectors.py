@@ -16,6 +16,11 @@ none does; the runs stored since this rule apply it to ``joint_operations`` too)
 ``base_score``, the score without its corridor term (added when read, against the convergence
 zones the reader's row-level security lets through). ``geom`` is the stretch of the sector the
 routes reach (EPSG:4326 lines). The app role may only read; the system writes.
+
+The ``joint_operations`` rows stored before this revision carry their routes' exact first and
+last event dates: the upgrade coarsens them by the same rule, counting the member records of
+their routes (``route_events``) per calendar month (UTC), with the k the run recorded
+(``parameters.overlap.k``) or else 11, the default every such run stored its counts with.
 """
 
 import sqlalchemy as sa
@@ -29,6 +34,25 @@ branch_labels = None
 depends_on = None
 
 APP_ROLE = "rutas_app"
+
+#: The stored crossings' period: first days (UTC) of the first and last month holding at least k
+#: of the candidate's records (as routes.overlap.k_period), null when no month does. Counted
+#: with the system scope, which row-level security on ``events`` requires, reset afterwards.
+COARSEN_PERIODS_SQL = """
+UPDATE joint_operations j SET (period_start, period_end) = (
+    SELECT min(m.month) AT TIME ZONE 'UTC', max(m.month) AT TIME ZONE 'UTC'
+    FROM (
+        SELECT date_trunc('month', e.occurred_at AT TIME ZONE 'UTC') AS month, count(*) AS n
+        FROM route_events re JOIN events e ON e.id = re.event_id
+        WHERE re.route_id = ANY (j.route_ids) GROUP BY 1
+    ) m
+    WHERE m.n >= coalesce(
+        (SELECT CAST(a.parameters -> 'overlap' ->> 'k' AS integer) FROM analysis_runs a
+         WHERE a.id = j.run_id),
+        11
+    )
+)
+"""
 
 
 def upgrade() -> None:
@@ -57,6 +81,9 @@ def upgrade() -> None:
         sa.Column("geom", Geometry("MULTILINESTRING", srid=4326, spatial_index=False), nullable=False),
     )
     op.execute(f"GRANT SELECT ON joint_sectors TO {APP_ROLE}")
+    op.execute("SELECT set_config('rutas.role', 'system', true)")
+    op.execute(COARSEN_PERIODS_SQL)
+    op.execute("SELECT set_config('rutas.role', '', true)")
 
 
 def downgrade() -> None:
