@@ -544,13 +544,18 @@ def joint_sector_candidates(
     }
     pairs = sectors[["country_a", "country_b"]].to_numpy(dtype=object)
     reached = np.unique(s_idx)
-    reached_by = [tuple(np.unique(r_idx[s_idx == s]).tolist()) for s in reached]
-    keys = [(str(pairs[s, 0]), str(pairs[s, 1]), mine) for s, mine in zip(reached, reached_by, strict=True)]
+    # the routes (positions in ``routes``) that reach each reached segment
+    reached_by = [np.unique(r_idx[s_idx == s]) for s in reached]
+    keys = [
+        (str(pairs[s, 0]), str(pairs[s, 1]), tuple(mine.tolist()))
+        for s, mine in zip(reached, reached_by, strict=True)
+    ]
     groups = _contiguous_groups(keys, sector_geom[reached])
     rows = []
     for group in np.unique(groups):
-        members = reached[groups == group]
-        mine = np.asarray(keys[int(np.flatnonzero(groups == group)[0])][2], dtype=np.intp)
+        where = np.flatnonzero(groups == group)
+        members = reached[where]
+        mine = reached_by[where[0]]  # the same routes reach every segment of the group
         ids = sorted(route_ids[mine].tolist())
         segments = sorted(sector_ids[members].tolist())
         whole = shapely.line_merge(shapely.union_all(sector_geom[members]))
@@ -559,6 +564,7 @@ def joint_sector_candidates(
         if found is None:
             continue
         carried = {c for r in ids for c in carried_by[r]}
+        in_sector = set(segments)
         rows.append(
             {
                 "candidate_type": BORDER_SECTOR,
@@ -566,7 +572,7 @@ def joint_sector_candidates(
                 "border_segment_id": segments[0],
                 "border_segment_ids": segments,
                 "name": sector_name(segments, *pairs[members[0]]),
-                "crossing_ids": sorted(c for c in carried if crossing_sector.get(c) in set(segments)),
+                "crossing_ids": sorted(c for c in carried if crossing_sector.get(c) in in_sector),
                 **found,
                 "geometry": stretch,
             }
