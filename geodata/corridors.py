@@ -15,8 +15,10 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyogrio
+import pyogrio.raw
 import shapely
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -42,15 +44,29 @@ _LINE_OR_POLYGON_IDS = (1, 3, 5, 6)  # shapely type ids of the GEOMETRY_TYPES
 SUFFIXES = (".geojson", ".json", ".gpkg", ".kml", ".kmz", ".shp", ".zip")
 
 
-def _problem(path: Path, row: int | None, field: str, value: Any, reason: str, reason_es: str) -> Problem:
+#: Bookkeeping fields GDAL's KML drivers add to every placemark (kept out of ``properties``).
+KML_FIELDS = ("id", "timestamp", "altitudeMode", "tessellate", "extrude", "visibility", "drawOrder", "icon")
+
+
+def _problem(file: str, row: int | None, field: str, value: Any, reason: str, reason_es: str) -> Problem:
     return Problem(
-        file=path.name,
+        file=file,
         row=row,
         field=field,
         value=str(value)[:200],
         reason=reason,
         reason_es=reason_es,
         code="bad_corridor",
+    )
+
+
+def _unreadable(path: Path) -> InputError:
+    return InputError(
+        f"{path.name}: cannot be read as GeoJSON, GeoPackage, KML/KMZ or Shapefile (a .shp with its "
+        ".shx, .dbf and .prj, or a .zip holding them); save it again from your GIS in one of them.",
+        f"{path.name}: no se puede leer como GeoJSON, GeoPackage, KML/KMZ o Shapefile (un .shp con sus "
+        ".shx, .dbf y .prj, o un .zip que los contenga); guárdelo de nuevo desde su SIG en uno de ellos.",
+        code="bad_file",
     )
 
 
@@ -62,16 +78,16 @@ def _column(frame: pd.DataFrame, attribute: str) -> pd.Series | None:
     return None
 
 
-def _dates(path: Path, frame: pd.DataFrame, attribute: str, problems: list[Problem]) -> pd.Series:
+def _dates(file: str, frame: pd.DataFrame, attribute: str, problems: list[Problem]) -> list[Any]:
     column = _column(frame, attribute)
     if column is None:
-        return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        return [None] * len(frame)
     parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
     bad = column.notna() & (column.astype(str).str.strip() != "") & parsed.isna()
     for row in np.flatnonzero(bad.to_numpy()):
         problems.append(
             _problem(
-                path,
+                file,
                 int(row) + 1,
                 attribute,
                 column.iloc[row],
@@ -79,15 +95,48 @@ def _dates(path: Path, frame: pd.DataFrame, attribute: str, problems: list[Probl
                 "no es una fecha: escríbala como AAAA-MM-DD",
             )
         )
-    return parsed.dt.date.where(parsed.notna(), None)
+    return [None if pd.isna(t) else t.date() for t in parsed]
+
+
+def _layers(path: Path) -> list[tuple[str, gpd.GeoDataFrame, npt.NDArray[np.bool_]]]:
+    """Every layer of ``path`` with geometries: name, frame (EPSG:4326 when it has a CRS, else
+    none) and which features carry a geometry that cannot be read (a line of one point, an
+    unclosed ring), whose geometry is then missing."""
+    try:
+        listed = pyogrio.list_layers(path)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError):
+        raise _unreadable(path) from None
+    layers = []
+    for name, geometry_type in listed:
+        if geometry_type is None:  # an attribute table of a GeoPackage
+            continue
+        try:
+            meta, _, wkb, fields = pyogrio.raw.read(path, layer=name)
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError):
+            raise _unreadable(path) from None
+        geometry = shapely.from_wkb(wkb, on_invalid="ignore")
+        unreadable = np.array([w is not None for w in wkb], dtype=bool) & shapely.is_missing(geometry)
+        columns = zip(meta["fields"], fields, strict=True)
+        frame = gpd.GeoDataFrame(
+            {str(f): pd.Series(values, dtype=object) for f, values in columns},
+            geometry=geometry,
+            crs=meta["crs"],
+        )
+        layers.append((str(name), frame, unreadable))
+    return layers
 
 
 def read_corridors(path: Path, *, kind: str, owner_country: str) -> tuple[gpd.GeoDataFrame, list[Problem]]:
     """The valid corridors of ``path`` (EPSG:4326) and a problem per refused feature.
 
+    Every layer with geometries is read (GeoPackage layers, KML folders, the shapefiles of a
+    .zip); a problem names the file (``file.gpkg:layer`` when it has several layers), the
+    feature's 1-based number in its layer, the field and the value.
+
     Columns: kind, owner_country, name, source, confidence, valid_from, valid_to (dates or
-    None), illustrative, note, source_row (1-based feature number), properties (the file's other
-    attributes as a dict), geometry (lines or polygons, made valid).
+    None), illustrative, note, source_row (1-based feature number in its layer), properties
+    (the file's other attributes as a dict, and ``layer`` when the file has several), geometry
+    (lines or polygons, made valid). KML's TimeSpan ``begin``/``end`` give the validity period.
 
     Raises
     ------
@@ -111,46 +160,73 @@ def read_corridors(path: Path, *, kind: str, owner_country: str) -> tuple[gpd.Ge
         raise InputError(
             f"{path}: the file does not exist.", f"{path}: el archivo no existe.", code="bad_file"
         )
-    try:
-        frame = gpd.read_file(path, engine="pyogrio")
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError) as error:
-        raise InputError(
-            f"{path.name}: cannot be read as GeoJSON, GeoPackage, KML or Shapefile ({error}).",
-            f"{path.name}: no se puede leer como GeoJSON, GeoPackage, KML o Shapefile ({error}).",
-            code="bad_file",
-        ) from None
+    layers = _layers(path)
+    kml = path.suffix.lower() in (".kml", ".kmz")
     problems: list[Problem] = []
+    parts = []
+    for name, frame, unreadable in layers:
+        file = path.name if len(layers) == 1 else f"{path.name}:{name}"
+        part = _layer_corridors(file, frame, unreadable, problems, kml=kml)
+        if len(layers) > 1:
+            part["properties"] = [{**p, "layer": name} for p in part["properties"]]
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if out.empty:
+        raise InputError(
+            f"{path.name}: no usable corridor (lines or polygons) in the file.",
+            f"{path.name}: ningún corredor utilizable (líneas o polígonos) en el archivo.",
+            code="bad_file",
+            problems=problems,
+        )
+    out.insert(0, "kind", kind)
+    out.insert(1, "owner_country", owner_country.upper())
+    return gpd.GeoDataFrame(out, geometry="geometry", crs=4326), problems
+
+
+def _layer_corridors(
+    file: str,
+    frame: gpd.GeoDataFrame,
+    unreadable: npt.NDArray[np.bool_],
+    problems: list[Problem],
+    *,
+    kml: bool,
+) -> gpd.GeoDataFrame:
+    """The valid corridors of one layer (EPSG:4326); appends a problem per refused feature."""
     if frame.crs is None:
-        x0, y0, x1, y1 = frame.total_bounds if len(frame) else (0, 0, 0, 0)
+        x0, y0, x1, y1 = frame.total_bounds if frame.geometry.notna().any() else (0, 0, 0, 0)
         if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
             raise InputError(
-                f"{path.name}: the layer has no CRS and its coordinates are not degrees; "
+                f"{file}: the layer has no CRS and its coordinates are not degrees; "
                 "save it with its CRS (e.g. EPSG:4326).",
-                f"{path.name}: la capa no tiene SRC y sus coordenadas no son grados; "
+                f"{file}: la capa no tiene SRC y sus coordenadas no son grados; "
                 "guárdela con su SRC (p. ej. EPSG:4326).",
                 code="bad_file",
             )
         frame = frame.set_crs(4326)
     frame = frame.to_crs(4326)
+    first = len(problems)
     geometry = np.asarray(frame.geometry.values)
     type_ids = shapely.get_type_id(geometry)  # -1 when missing
-    missing = (type_ids < 0) | shapely.is_empty(geometry)
-    wrong = ~missing & ~np.isin(type_ids, list(_LINE_OR_POLYGON_IDS))
-    for row in np.flatnonzero(missing):
-        problems.append(
-            _problem(
-                path,
-                int(row) + 1,
-                "geometry",
-                "",
-                "the feature has no geometry",
-                "el elemento no tiene geometría",
-            )
-        )
+    missing = ((type_ids < 0) | shapely.is_empty(geometry)) & ~unreadable
+    wrong = (type_ids >= 0) & ~np.isin(type_ids, list(_LINE_OR_POLYGON_IDS))
+    x0, y0, x1, y1 = shapely.bounds(geometry).T
+    with np.errstate(invalid="ignore"):
+        outside = (type_ids >= 0) & ~wrong & ~((x0 >= -180) & (x1 <= 180) & (y0 >= -90) & (y1 <= 90))
+    for rows, value, reason, reason_es in (
+        (missing, "", "the feature has no geometry", "el elemento no tiene geometría"),
+        (
+            unreadable,
+            "",
+            "the geometry cannot be read (e.g. a line of one point or a ring that does not close)",
+            "la geometría no se puede leer (p. ej. una línea de un solo punto o un anillo que no cierra)",
+        ),
+    ):
+        for row in np.flatnonzero(rows):
+            problems.append(_problem(file, int(row) + 1, "geometry", value, reason, reason_es))
     for row in np.flatnonzero(wrong):
         problems.append(
             _problem(
-                path,
+                file,
                 int(row) + 1,
                 "geometry",
                 geometry[row].geom_type,
@@ -158,33 +234,48 @@ def read_corridors(path: Path, *, kind: str, owner_country: str) -> tuple[gpd.Ge
                 f"un corredor es una línea o un polígono ({', '.join(GEOMETRY_TYPES)})",
             )
         )
-    fixed = shapely.make_valid(geometry)
-    valid_from = _dates(path, frame, "valid_from", problems)
-    valid_to = _dates(path, frame, "valid_to", problems)
-    reversed_period = (valid_from.notna() & valid_to.notna()).to_numpy() & np.array(
-        [a is not None and b is not None and a > b for a, b in zip(valid_from, valid_to, strict=True)]
-    )
-    for row in np.flatnonzero(reversed_period):
+    for row in np.flatnonzero(outside):
         problems.append(
             _problem(
-                path,
+                file,
                 int(row) + 1,
-                "valid_to",
-                valid_to.iloc[row],
-                "the validity period ends before it starts",
-                "el período de validez termina antes de empezar",
+                "geometry",
+                f"{x0[row]:.6g} {y0[row]:.6g}, {x1[row]:.6g} {y1[row]:.6g}",
+                "coordinates out of range (longitude -180..180, latitude -90..90): check the CRS "
+                "and that longitude and latitude are not swapped",
+                "coordenadas fuera de rango (longitud -180..180, latitud -90..90): revise el SRC y "
+                "que longitud y latitud no estén intercambiadas",
             )
         )
-    refused = {p.row - 1 for p in problems if p.row is not None}
+    fixed = shapely.make_valid(geometry)
+    valid_from = _dates(file, frame, "valid_from", problems)
+    valid_to = _dates(file, frame, "valid_to", problems)
+    for i, (start, end) in enumerate(zip(valid_from, valid_to, strict=True)):
+        if start is not None and end is not None and start > end:
+            problems.append(
+                _problem(
+                    file,
+                    i + 1,
+                    "valid_to",
+                    end,
+                    "the validity period ends before it starts",
+                    "el período de validez termina antes de empezar",
+                )
+            )
+    refused = {p.row - 1 for p in problems[first:] if p.row is not None}
     keep = np.array([i not in refused for i in range(len(frame))], dtype=bool)
     known = {str(c) for a in ALIASES for c in frame.columns if str(c).lower() in ALIASES[a]}
-    extra = [c for c in frame.columns if c != frame.geometry.name and str(c) not in known]
+    skip = known | ({frame.geometry.name} | set(KML_FIELDS) if kml else {frame.geometry.name})
+    extra = [c for c in frame.columns if str(c) not in skip]
 
-    def text(attribute: str) -> list[str | None]:
+    def text(attribute: str) -> pd.Series:
         column = _column(frame, attribute)
-        if column is None:
-            return [None] * len(frame)
-        return [None if pd.isna(v) or str(v).strip() == "" else str(v).strip() for v in column]
+        values = (
+            [None] * len(frame)
+            if column is None
+            else [None if pd.isna(v) or str(v).strip() == "" else str(v).strip() for v in column]
+        )
+        return pd.Series(values, dtype=object)
 
     illustrative_col = _column(frame, "illustrative")
     illustrative = (
@@ -194,13 +285,11 @@ def read_corridors(path: Path, *, kind: str, owner_country: str) -> tuple[gpd.Ge
     )
     out = gpd.GeoDataFrame(
         {
-            "kind": kind,
-            "owner_country": owner_country.upper(),
             "name": text("name"),
             "source": text("source"),
             "confidence": text("confidence"),
-            "valid_from": list(valid_from),
-            "valid_to": list(valid_to),
+            "valid_from": pd.Series(valid_from, dtype=object),
+            "valid_to": pd.Series(valid_to, dtype=object),
             "illustrative": illustrative,
             "note": text("note"),
             "source_row": np.arange(1, len(frame) + 1),
@@ -212,14 +301,7 @@ def read_corridors(path: Path, *, kind: str, owner_country: str) -> tuple[gpd.Ge
         geometry=fixed,
         crs=4326,
     )[keep]
-    if out.empty:
-        raise InputError(
-            f"{path.name}: no usable corridor (lines or polygons) in the file.",
-            f"{path.name}: ningún corredor utilizable (líneas o polígonos) en el archivo.",
-            code="bad_file",
-            problems=problems,
-        )
-    return out.reset_index(drop=True), problems
+    return out.reset_index(drop=True)
 
 
 def load_corridors(

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     gap_segments: int = 2
     h3_resolution: int = 5
 
+    # corridor overlap and joint operations (the reach of crossings and border sectors is border_near_km)
+    # corridor buffer within which a route's length counts as shared
+    overlap_buffer_km: float = 5.0
+    # a route within this distance of corridors of two kinds or more makes a convergence zone
+    convergence_km: float = 25.0
+
     # privacy
     k_anonymity: int = 11
 

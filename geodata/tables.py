@@ -331,6 +331,51 @@ corridors = sa.Table(
 sa.Index("corridors_geom_idx", corridors.c.geom, postgresql_using="gist")
 sa.Index("corridors_layer_idx", corridors.c.layer_id)
 
+#: Joint-operation candidates at border crossings, per run (migration 0008): only what every reader
+#: may see (counts under k as null, the period as the first days of the first and last month holding
+#: at least k records, the score without its corridor term, added when read).
+joint_operations = sa.Table(
+    "joint_operations",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("crossing_id", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("countries", sa.Text, nullable=False),
+    sa.Column("records_by_country", pg.JSONB, nullable=False),
+    sa.Column("route_ids", pg.ARRAY(sa.BigInteger), nullable=False),
+    sa.Column("period_start", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("base_score", sa.Float, nullable=False),
+    sa.Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+)
+
+#: Joint-operation candidates at border sectors (``border_segments``), per run (migration 0010),
+#: under the same rule as ``joint_operations``; ``geom`` is the stretch of the sector the routes reach,
+#: ``border_segment_ids`` the contiguous segments of one border merged into it (the first is
+#: ``border_segment_id``).
+joint_sectors = sa.Table(
+    "joint_sectors",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("border_segment_id", sa.BigInteger, nullable=False),
+    sa.Column("border_segment_ids", pg.ARRAY(sa.BigInteger), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("country_a", sa.CHAR(3), nullable=True),
+    sa.Column("country_b", sa.CHAR(3), nullable=True),
+    sa.Column("countries", sa.Text, nullable=False),
+    sa.Column("records_by_country", pg.JSONB, nullable=False),
+    sa.Column("route_ids", pg.ARRAY(sa.BigInteger), nullable=False),
+    sa.Column("crossing_ids", pg.ARRAY(sa.BigInteger), nullable=False),
+    sa.Column("period_start", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("base_score", sa.Float, nullable=False),
+    sa.Column("geom", Geometry("MULTILINESTRING", srid=4326, spatial_index=False), nullable=False),
+)
+
 
 # --- alerts (issue 7) -----------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from geodata.tables import CRIME_TYPES, EVENT_KINDS
 from routes.alerts import raise_run_alerts
 from routes.analysis import AnalysisParams, analyse
 from routes.cube import CubeFilter
-from routes.overlap_store import store_overlap_products
+from routes.overlap_store import OverlapParams, store_overlap_products
 from routes.segments import cut_segments
 from routes.snapping import snap_pending
 
@@ -461,6 +461,7 @@ def run_pipeline(
                 snap_record,
                 layers,
                 settings.border_near_km,
+                OverlapParams.from_settings(settings),
             )
         )
     # run triggers of the alert subscriptions (new, intensifying, converging routes)
@@ -481,6 +482,7 @@ def _run_group(
     snap_record: dict[str, Any],
     layers: dict[str, int],
     near_km: float,
+    overlap: OverlapParams,
 ) -> RunSummary:
     crime_types = filters.crime_types or ()
     run_id = _start_run(engine, params, filters, version)
@@ -533,14 +535,22 @@ def _run_group(
             timings["write"] = round(time.perf_counter() - clock, 3)
             # overlap products (corridor overlaps, convergence zones, joint operations) of this run
             clock = time.perf_counter()
-            counts.update(store_overlap_products(conn, run_id, routes.assign(id=ids), mine, crossings))
+            counts.update(
+                store_overlap_products(conn, run_id, routes.assign(id=ids), mine, crossings, params=overlap)
+            )
             timings["overlap"] = round(time.perf_counter() - clock, 3)
             conn.execute(
                 sa.text(
                     "UPDATE analysis_runs SET status = 'succeeded', finished_at = now(), "
-                    "timings = CAST(:t AS jsonb), counts = CAST(:c AS jsonb) WHERE id = :id"
+                    "timings = CAST(:t AS jsonb), counts = CAST(:c AS jsonb), "
+                    "parameters = parameters || CAST(:o AS jsonb) WHERE id = :id"
                 ),
-                {"t": json.dumps(timings), "c": json.dumps(counts), "id": run_id},
+                {
+                    "t": json.dumps(timings),
+                    "c": json.dumps(counts),
+                    "o": json.dumps({"overlap": overlap.as_record()}),
+                    "id": run_id,
+                },
             )
     except RutasError as error:
         _fail_run(engine, run_id, str(error), timings, counts)
@@ -553,7 +563,7 @@ def _run_group(
         run_id=run_id,
         status="succeeded",
         crime_types=list(crime_types),
-        parameters=params.as_record(),
+        parameters={**params.as_record(), "overlap": overlap.as_record()},
         filters=filters.as_record(),
         code_version=version,
         timings_s=timings,

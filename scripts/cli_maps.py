@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -151,7 +152,8 @@ def demo_stage(settings: Settings) -> None:
             str(row.countries),
             str(row.records_by_country),
             ",".join(str(r) for r in row.route_ids),
-            f"{row.period_start:%Y-%m} – {row.period_end:%Y-%m}",
+            # no period is stored when no month holds k of the candidate's records
+            "—" if pd.isna(row.period_start) else f"{row.period_start:%Y-%m} – {row.period_end:%Y-%m}",
             f"{row.score:.2f}",
         )
     out.print(table)

@@ -185,7 +185,9 @@ def print_runs(runs: list[RunSummary]) -> None:
         out.print(
             f"Solapes con corredores / corridor overlaps: {c.get('corridor_overlaps', 0)}, "
             f"zonas de convergencia / convergence zones: {c.get('convergence_zones', 0)}, "
-            f"candidatos a operaciones conjuntas / joint-operation candidates: {c.get('joint_operations', 0)}"
+            f"candidatos a operaciones conjuntas / joint-operation candidates: "
+            f"{c.get('joint_operations', 0)} en pasos / at crossings, "
+            f"{c.get('joint_sectors', 0)} en tramos de frontera / at border sectors"
         )
         out.print(
             f"[dim]parámetros / parameters: {run.parameters}  ·  código / code: {run.code_version}  ·  "

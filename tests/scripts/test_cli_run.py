@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyogrio
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
@@ -31,7 +33,7 @@ def stored(
             get_settings.cache_clear()
 
 
-def test_run_json_then_export(stored: Scenario, tmp_path: Path) -> None:
+def test_run_json_then_export(engine: Engine, stored: Scenario, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(
         app,
@@ -60,6 +62,11 @@ def test_run_json_then_export(stored: Scenario, tmp_path: Path) -> None:
     assert run["counts"]["routes"] == len(run["routes"]) >= 2
     assert {"persistent_hot"} <= {r["category"] for r in run["routes"]}
     assert any(r["trend"] == "up" for r in run["routes"])
+    # both kinds of joint-operation candidate are counted, as many as the run stored
+    assert _stored_candidates(engine, run["run_id"]) == (
+        run["counts"]["joint_operations"],
+        run["counts"]["joint_sectors"],
+    )
 
     out = tmp_path / "routes.gpkg"
     result = runner.invoke(app, ["export", "routes", "--format", "gpkg", "--out", str(out), "--json"])
@@ -68,6 +75,41 @@ def test_run_json_then_export(stored: Scenario, tmp_path: Path) -> None:
     back = pyogrio.read_dataframe(out)
     assert sorted(back["category"]) == sorted(r["category"] for r in run["routes"])
     assert set(back["run_id"]) == {run["run_id"]}
+
+
+def _stored_candidates(engine: Engine, run_id: int) -> tuple[int, int]:
+    """Rows of ``joint_operations`` and ``joint_sectors`` the run stored."""
+    sql = (
+        "SELECT (SELECT count(*) FROM joint_operations WHERE run_id = :r), "
+        "(SELECT count(*) FROM joint_sectors WHERE run_id = :r)"
+    )
+    with engine.connect() as conn:
+        crossings, sectors = conn.execute(sa.text(sql), {"r": run_id}).one()
+    return int(crossings), int(sectors)
+
+
+def test_run_prints_the_crossing_and_the_border_sector_candidates(engine: Engine, stored: Scenario) -> None:
+    result = CliRunner().invoke(app, ["run", "--neighbour-km", "20", "--gap-segments", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the console wraps long lines
+    run_id = int(re.search(r"Ejecución / run (\d+)", text).group(1))  # type: ignore[union-attr]
+    crossings, sectors = _stored_candidates(engine, run_id)
+    assert (
+        f"joint-operation candidates: {crossings} en pasos / at crossings, "
+        f"{sectors} en tramos de frontera / at border sectors"
+    ) in text
+
+
+def test_the_printed_run_tells_crossing_from_border_sector_candidates(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from routes.pipeline import RunSummary
+    from scripts.cli_routes import print_runs
+
+    counts = {"routes": 4, "joint_operations": 3, "joint_sectors": 5}
+    print_runs([RunSummary(7, "succeeded", ["smuggling"], {}, {}, "tests", counts=counts)])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "candidates: 3 en pasos / at crossings, 5 en tramos de frontera / at border sectors" in text
 
 
 def test_run_and_export_refuse_bad_options(stored: Scenario, tmp_path: Path) -> None:
