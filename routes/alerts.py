@@ -480,11 +480,19 @@ def raise_run_alerts(engine: Engine, run_ids: list[int], *, k: int) -> Raised:
     return Raised(int(alerts), int(deliveries))
 
 
-def read_alerts(conn: Connection, after_id: int, limit: int = 100) -> list[dict[str, Any]]:
-    """Alerts after ``after_id`` of the subscriptions the connection's scope sees, with SSE on."""
+#: Whether a reader of role ``:role`` (row-level security already limits it to the subscription's
+#: country) may read the payloads of subscription ``s``: they were written for its owner's role and
+#: country, so only callers the API shows as much (that role, or administrators) read them.
+READS_PAYLOAD_SQL = "(:role = 'admin' OR s.role = :role)"
+
+
+def read_alerts(conn: Connection, after_id: int, limit: int = 100, *, role: str) -> list[dict[str, Any]]:
+    """Alerts after ``after_id``, with SSE on, of the subscriptions the connection's scope sees whose
+    payloads a reader of ``role`` may read (see :data:`READS_PAYLOAD_SQL`)."""
     rows = conn.execute(sa.text(
         "SELECT a.id, a.subscription_id, a.trigger, a.payload, a.created_at FROM alerts a "
         "JOIN subscriptions s ON s.id = a.subscription_id "
-        "WHERE a.id > :after AND s.sse ORDER BY a.id LIMIT :n"), {"after": after_id, "n": limit}).mappings()
+        f"WHERE a.id > :after AND s.sse AND {READS_PAYLOAD_SQL} ORDER BY a.id LIMIT :n"),
+        {"after": after_id, "n": limit, "role": role}).mappings()
     return [{"id": r["id"], "subscription_id": r["subscription_id"], "trigger": r["trigger"],
              "created_at": r["created_at"].isoformat(), "data": r["payload"]} for r in rows]
