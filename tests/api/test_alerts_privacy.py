@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -24,15 +23,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from api.auth import create_key
-from api.delivery import start_worker
 from geodata.db import Scope, scoped
 from geodata.settings import Settings
 from routes.alerts import raise_run_alerts, read_alerts
 from tests.api import test_alerts as delivery_tests
-from tests.api.test_alerts import Receiver, auth, box, wait_for
+from tests.api.test_alerts import Receiver, auth, box, record, wait_for
 
+# the delivery tests' fixtures, instantiated again for this module
 alert_settings = delivery_tests.alert_settings
 api = delivery_tests.api
+worker = delivery_tests.worker
 
 # Ciudad del Este, Paraguay (lon, lat, EPSG:4326), and the five victims' places 100 m apart.
 CIUDAD_DEL_ESTE = (-54.61, -25.51)
@@ -55,29 +55,12 @@ def keys(engine: Engine) -> dict[str, str]:
             "border": create_key(engine, "border_authority", "ARG")}
 
 
-@pytest.fixture()
-def worker(engine: Engine, alert_settings: Settings) -> Iterator[None]:
-    thread, stop = start_worker(engine, alert_settings)
-    yield
-    stop.set()
-    thread.join(10)
-
-
 def _subscribe(api: TestClient, key: str, url: str) -> int:
     answer = api.post("/subscriptions", headers=auth(key), json={
         "name": "Puente de la Amistad", "fence": box(*CIUDAD_DEL_ESTE, 0.05),
         "triggers": ["event_in_fence", "route_new"], "webhook_url": url})
     assert answer.status_code == 201, answer.text
     return int(answer.json()["id"])
-
-
-def _load_victims(api: TestClient, key: str) -> None:
-    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": list(p)},
-                 "properties": {"date": "2024-07-03", "crime_type": "trata de personas"}} for p in VICTIMS]
-    answer = api.post("/collections/events/items", headers=auth(key),
-                      params={"kind": "victim_identification", "source": uuid.uuid4().hex},
-                      json={"type": "FeatureCollection", "features": features})
-    assert answer.status_code == 201 and answer.json()["accepted"] == len(VICTIMS), answer.text
 
 
 def _store_route(engine: Engine) -> tuple[int, int]:
@@ -134,7 +117,8 @@ def test_alerts_about_another_countrys_victims_carry_what_the_api_shows(
         worker: None) -> None:
     receivers = {who: Receiver() for who in ("owner", "partner", "border")}
     subs = {who: _subscribe(api, keys[who], r.url) for who, r in receivers.items()}
-    _load_victims(api, keys["steward"])
+    record(api, keys["steward"], VICTIMS, kind="victim_identification", date="2024-07-03",
+           crime_type="trata de personas")
     run, route = _store_route(engine)
     raise_run_alerts(engine, [run], k=alert_settings.k_anonymity)
     for who, receiver in receivers.items():
