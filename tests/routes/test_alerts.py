@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -200,20 +201,21 @@ def test_alerts_commit_or_roll_back_with_their_events(engine: Engine, settings: 
 DESAGUADERO = (-69.04, -16.56)
 
 
-def _victim_route(engine: Engine, members: list[int]) -> tuple[int, int]:
-    """A run and a new route through Desaguadero made of ``members`` (5 records, fewer than k = 11)."""
+def _victim_route(engine: Engine, members: list[int], monthly: str = '{"2024-05-01": 3, "2024-06-01": 2}',
+                  ) -> tuple[int, int]:
+    """A run and a new route through Desaguadero holding ``members`` and the ``monthly`` counts (JSON)."""
     with engine.begin() as conn:
         run = _run(conn)
         route = int(conn.execute(sa.text(
             "INSERT INTO routes (run_id, route_key, seen_before, crime_types, category, length_m, "
             "event_count, trend, tau, p_value, countries, crossing_ids, segment_keys, first_event, "
             "last_event, monthly_counts, geom) VALUES (:run, :key, false, ARRAY['smuggling'], 'new_hot', "
-            "20000, 5, 'down', -1.0, 0.3, ARRAY['PER'], ARRAY[]::bigint[], ARRAY[]::text[], "
+            "20000, :n, 'down', -1.0, 0.3, ARRAY['PER'], ARRAY[]::bigint[], ARRAY[]::text[], "
             "'2024-05-02T00:00:00Z', '2024-06-20T00:00:00Z', CAST(:monthly AS jsonb), "
             "ST_GeomFromText('MULTILINESTRING((-69.10 -16.50, -69.04 -16.56, -68.98 -16.62))', 4326)) "
             "RETURNING id"),
             {"run": run, "key": f"victims-{uuid.uuid4().hex[:8]}",
-             "monthly": '{"2024-05-01": 3, "2024-06-01": 2}'}).scalar_one())
+             "monthly": monthly, "n": sum(json.loads(monthly).values())}).scalar_one())
         for event_id in members:
             conn.execute(sa.text("INSERT INTO route_events (route_id, event_id) VALUES (:r, :e)"),
                          {"r": route, "e": event_id})
@@ -265,3 +267,25 @@ def test_route_alerts_carry_figures_only_as_the_api_shows_them(engine: Engine, s
     assert owner["event_count"] == 5 and owner["counts_suppressed"] is False
     assert owner["trend"] == "down" and owner["trend_suppressed"] is False
     assert owner["first_event"].startswith("2024-05-02") and owner["last_event"].startswith("2024-06-20")
+
+
+def test_route_alert_dates_are_coarsened_to_slices_of_k_records(engine: Engine, settings: Settings) -> None:
+    """A route of 14 records, Peru's five victims among them, 12 in May and 2 in June: Bolivia's
+    prosecutor is told May as both first and last month, and neither the count nor the trend."""
+    place = (DESAGUADERO[0] + 0.2, DESAGUADERO[1])
+    sub = subscribe(engine, box(*DESAGUADERO, 0.05), scope=Scope("prosecutor", "BOL", user="tests"),
+                    triggers=("route_new",))
+    batch = load(engine, settings, [(place[0], place[1] + i * 0.001) for i in range(5)], owner="PER",
+                 kind="victim_identification")
+    with engine.connect() as conn:
+        members = list(conn.execute(sa.text("SELECT id FROM events WHERE batch_id = :b"),
+                                    {"b": batch}).scalars())
+    run, _ = _victim_route(engine, members, monthly='{"2024-05-01": 12, "2024-06-01": 2}')
+    raise_run_alerts(engine, [run], k=11)
+    (alert,) = alerts_of(engine, sub)
+    shown = alert["payload"]["route"]
+    assert shown["first_event"].startswith("2024-05-01T00:00:00")
+    assert shown["last_event"] == shown["first_event"]
+    # 14 minus the 12 shown would give back the 2 withheld
+    assert shown["event_count"] is None and shown["counts_suppressed"] is True
+    assert shown["trend"] is None and shown["trend_suppressed"] is True
