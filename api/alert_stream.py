@@ -4,7 +4,8 @@ The transaction that raises alerts (ingest's batch, a run's triggers, a replay) 
 ``NOTIFY rutas_alerts``, delivered when it commits. One listening connection per app
 (:class:`AlertFeed`, opened with the first stream and closed with the app) wakes every open
 stream, which then reads the alerts after its cursor under its caller's scope: row-level
-security shows only the subscriptions of the caller's country (all for administrators), and an
+security shows only the subscriptions of the caller's country (all for administrators), of those
+only the ones of the caller's role (the payloads were written for that role and country), and an
 alert's payload already carries only what its subscriber may see. Each event's ``id`` is the
 alert id, so a client reconnecting with ``Last-Event-ID`` (or ``?after=ID``) misses nothing.
 Streams also read every ``KEEPALIVE_S`` seconds, with a keep-alive comment, so an alert is
@@ -123,7 +124,7 @@ async def stream(request: Request, state: StateDep, principal: PrincipalDep,
 
     def fetch(after_id: int) -> list[dict[str, Any]]:
         with scoped(engine, scope) as conn:
-            rows = read_alerts(conn, after_id, PAGE)
+            rows = read_alerts(conn, after_id, PAGE, role=principal.role)
             if rows:
                 audit.write(conn, who=principal.subject, role=principal.role, country=principal.country,
                             action="alerts_stream", collection="alerts", filters={"after": after_id},

@@ -29,7 +29,11 @@ from pyproj import Transformer
 from rasterio.errors import RasterioIOError
 
 from api.auth import Principal
-from api.collections import (
+from api.deps import PrincipalDep, StateDep
+from geodata.db import scoped
+from geodata.errors import InputError, RutasError
+from geodata.settings import Settings
+from routes.disclosure import (
     ROUTE_DETAIL_SQL,
     ROUTE_EVENT_COUNT_SQL,
     ROUTE_FIRST_EVENT_SQL,
@@ -40,10 +44,6 @@ from api.collections import (
     ROUTE_TREND_SQL,
     ROUTE_TREND_SUPPRESSED_SQL,
 )
-from api.deps import PrincipalDep, StateDep
-from geodata.db import scoped
-from geodata.errors import InputError, RutasError
-from geodata.settings import Settings
 
 router = APIRouter(tags=["Analytics"])
 
@@ -112,7 +112,7 @@ def route_series(route_id: int, state: StateDep, principal: PrincipalDep) -> dic
     (``settings.k_anonymity``) are null and ``counts_suppressed`` is true, ``first_event`` and
     ``last_event`` are the starts of the first and last slice of at least k, and ``tau``, ``p_value``
     and ``trend`` are null with ``trend_suppressed`` true unless no count is withheld and at least k
-    member records are hidden from the caller (see :data:`api.collections.ROUTE_STATS_SHOWN_SQL`)."""
+    member records are hidden from the caller (see :data:`routes.disclosure.ROUTE_STATS_SHOWN_SQL`)."""
     sql = (f"SELECT r.id, r.run_id, r.category, {ROUTE_TREND_SQL} AS trend, {ROUTE_TAU_SQL} AS tau, "
            f"{ROUTE_P_VALUE_SQL} AS p_value, {ROUTE_TREND_SUPPRESSED_SQL} AS trend_suppressed, "
            f"{ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_DETAIL_SQL} AS detail, "

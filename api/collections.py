@@ -12,6 +12,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from api.cql2 import Queryable
+
+# The route figures' rule lives with the analysis: the alerts' payloads apply it too.
+from routes.disclosure import (
+    ROUTE_EVENT_COUNT_SQL,
+    ROUTE_FIRST_EVENT_SQL,
+    ROUTE_LAST_EVENT_SQL,
+    ROUTE_MONTHLY_SQL,
+    ROUTE_P_VALUE_SQL,
+    ROUTE_SCOPE_SQL,
+    ROUTE_SUPPRESSED_SQL,
+    ROUTE_TAU_SQL,
+    ROUTE_TREND_SQL,
+    ROUTE_TREND_SUPPRESSED_SQL,
+)
 from routes.overlap_store import ZONE_WEIGHT
 
 RECORD_ROLES = frozenset({"admin", "steward", "prosecutor"})
@@ -170,62 +184,6 @@ BORDERS = Collection(
 LATEST_RUNS_SQL = (
     "SELECT max(id) AS id FROM analysis_runs WHERE status = 'succeeded' GROUP BY counts->'crime_types'"
 )
-
-#: Joined after ``routes r``: ``seen.total`` member events and ``seen.visible`` those the events'
-#: row-level security lets the caller see in detail (the policy applies to ``events ev``, as
-#: ``route_events`` has none); ``months.shown_sum`` / ``months.hidden`` the stored monthly counts
-#: of at least / below ``:k`` (a bind parameter: ``settings.k_anonymity``).
-ROUTE_SCOPE_SQL = (
-    "CROSS JOIN LATERAL (SELECT count(*) AS total, count(ev.id) AS visible FROM route_events re "
-    "LEFT JOIN events ev ON ev.id = re.event_id WHERE re.route_id = r.id) AS seen "
-    "CROSS JOIN LATERAL (SELECT coalesce(sum(m.n) FILTER (WHERE m.n >= :k), 0) AS shown_sum, "
-    "count(*) FILTER (WHERE m.n < :k) AS hidden FROM (SELECT CAST(j.value AS numeric) AS n "
-    "FROM jsonb_each(r.monthly_counts) j) AS m) AS months"
-)
-#: Whether the caller sees every member record of the route in detail (then nothing is suppressed).
-ROUTE_DETAIL_SQL = "(seen.visible = seen.total)"
-#: The route's event count, or NULL when the caller may not see every member in detail and the
-#: count is below k, or the months it suppresses would add up to fewer than k records (so it
-#: cannot be subtracted back out of the months shown).
-ROUTE_EVENT_COUNT_SQL = (
-    f"CASE WHEN {ROUTE_DETAIL_SQL} OR (r.event_count >= :k AND (r.event_count - months.shown_sum = 0 "
-    "OR r.event_count - months.shown_sum >= :k)) THEN r.event_count END"
-)
-#: The stored monthly counts, each below k NULL for callers who may not see every member in detail.
-ROUTE_MONTHLY_SQL = (
-    f"CASE WHEN {ROUTE_DETAIL_SQL} THEN r.monthly_counts ELSE (SELECT coalesce(jsonb_object_agg("
-    "j.key, CASE WHEN CAST(j.value AS numeric) >= :k THEN j.value END), '{}'::jsonb) "
-    "FROM jsonb_each(r.monthly_counts) j) END"
-)
-#: Whether ``event_count`` or any monthly count was withheld from the caller (k-anonymity).
-ROUTE_SUPPRESSED_SQL = (
-    f"(NOT {ROUTE_DETAIL_SQL} AND (months.hidden > 0 OR ({ROUTE_EVENT_COUNT_SQL}) IS NULL))"
-)
-
-#: First and last event dates: for callers who may not see every member in detail, only the start
-#: of the first and last slice holding at least k records (an exact date could single out a victim).
-ROUTE_FIRST_EVENT_SQL = (
-    f"CASE WHEN {ROUTE_DETAIL_SQL} THEN r.first_event ELSE (SELECT min(CAST(j.key AS timestamptz)) "
-    "FROM jsonb_each(r.monthly_counts) j WHERE CAST(j.value AS numeric) >= :k) END"
-)
-ROUTE_LAST_EVENT_SQL = (
-    f"CASE WHEN {ROUTE_DETAIL_SQL} THEN r.last_event ELSE (SELECT max(CAST(j.key AS timestamptz)) "
-    "FROM jsonb_each(r.monthly_counts) j WHERE CAST(j.value AS numeric) >= :k) END"
-)
-
-#: Whether the route's trend statistics (Mann-Kendall ``tau``, ``p_value``, ``trend``) may go to the
-#: caller: when it sees every member record in detail, or when no count is withheld from it and the
-#: member records it may not see number at least k. Otherwise the statistics could give back the
-#: series of fewer than k hidden records (its own records' series being known to it), or tell the
-#: months withheld apart (a two-month "down" says the withheld month is the smaller).
-ROUTE_STATS_SHOWN_SQL = (
-    f"({ROUTE_DETAIL_SQL} OR (NOT {ROUTE_SUPPRESSED_SQL} AND seen.total - seen.visible >= :k))"
-)
-ROUTE_TAU_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.tau END"
-ROUTE_P_VALUE_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.p_value END"
-ROUTE_TREND_SQL = f"CASE WHEN {ROUTE_STATS_SHOWN_SQL} THEN r.trend END"
-#: Whether ``tau``, ``p_value`` and ``trend`` were withheld from the caller.
-ROUTE_TREND_SUPPRESSED_SQL = f"(NOT {ROUTE_STATS_SHOWN_SQL})"
 
 ROUTES = Collection(
     id="routes",

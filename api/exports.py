@@ -25,23 +25,12 @@ from starlette.background import BackgroundTask
 
 from api import audit
 from api.auth import forbidden
-from api.collections import (
-    RECORD_ROLES,
-    ROUTE_EVENT_COUNT_SQL,
-    ROUTE_FIRST_EVENT_SQL,
-    ROUTE_LAST_EVENT_SQL,
-    ROUTE_MONTHLY_SQL,
-    ROUTE_P_VALUE_SQL,
-    ROUTE_SCOPE_SQL,
-    ROUTE_SUPPRESSED_SQL,
-    ROUTE_TAU_SQL,
-    ROUTE_TREND_SQL,
-    ROUTE_TREND_SUPPRESSED_SQL,
-)
+from api.collections import RECORD_ROLES
 from api.deps import PrincipalDep, StateDep
 from geodata.db import scoped
 from geodata.errors import InputError, RutasError
 from maps.products import joint_operations_for_export
+from routes.disclosure import FIGURES, route_figures
 from routes.export import (
     PRODUCTS,
     SUFFIXES,
@@ -84,16 +73,6 @@ def _check_vector(product: str, fmt: str) -> None:
                          f"{', '.join(VECTOR_FORMATS)}.", code="bad_format")
 
 
-_ROUTE_COUNTS_SQL = (
-    f"SELECT r.id, {ROUTE_EVENT_COUNT_SQL} AS event_count, {ROUTE_MONTHLY_SQL} AS monthly_counts, "
-    f"{ROUTE_SUPPRESSED_SQL} AS counts_suppressed, {ROUTE_FIRST_EVENT_SQL} AS first_event, "
-    f"{ROUTE_LAST_EVENT_SQL} AS last_event, {ROUTE_TREND_SQL} AS trend, {ROUTE_TAU_SQL} AS tau, "
-    f"{ROUTE_P_VALUE_SQL} AS p_value, {ROUTE_TREND_SUPPRESSED_SQL} AS trend_suppressed "
-    f"FROM routes r {ROUTE_SCOPE_SQL} "
-    "WHERE r.id = ANY(CAST(:ids AS bigint[]))"
-)
-
-
 def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
     """The routes product (EPSG:4326) as :func:`routes.export.export` writes it, with ``event_count``
     and each monthly count below ``k`` null and ``counts_suppressed`` true where the caller may not
@@ -103,10 +82,7 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
     _check_vector("routes", request.format)
     frame = routes_for_export(engine, request)
     with scoped(engine, request.scope) as conn:
-        counts = pd.DataFrame(conn.execute(
-            sa.text(_ROUTE_COUNTS_SQL), {"ids": [int(i) for i in frame["id"]], "k": k}).mappings().all(),
-            columns=["id", "event_count", "monthly_counts", "counts_suppressed", "first_event", "last_event",
-                     "trend", "tau", "p_value", "trend_suppressed"])
+        counts = pd.DataFrame(route_figures(conn, [int(i) for i in frame["id"]], k), columns=list(FIGURES))
     counts = counts.set_index("id").reindex(frame["id"])
     # nullable integers: OGR's drivers take Int64; to_json and to_csv write Python ints and None
     total = counts["event_count"].astype("Int64")
@@ -124,12 +100,6 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
     return _written(frame, request, "routes", name_column="category")
 
 
-_ROUTE_DATES_SQL = (
-    f"SELECT r.id, {ROUTE_FIRST_EVENT_SQL} AS first_event, {ROUTE_LAST_EVENT_SQL} AS last_event "
-    f"FROM routes r {ROUTE_SCOPE_SQL} WHERE r.id = ANY(CAST(:ids AS bigint[]))"
-)
-
-
 def _export_joint_operations(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
     """The joint-operations product (EPSG:4326) as ``rutas export`` writes it, with ``score`` null and
     ``score_suppressed`` true where a count is shown as ``<k`` (the score weighs the counts and would
@@ -139,8 +109,8 @@ def _export_joint_operations(engine: sa.Engine, request: ExportRequest, k: int) 
     frame = joint_operations_for_export(engine, request)
     route_ids = sorted({int(i) for ids in frame["route_ids"] for i in ids})
     with scoped(engine, request.scope) as conn:
-        dates = pd.DataFrame(conn.execute(sa.text(_ROUTE_DATES_SQL), {"ids": route_ids, "k": k}).all(),
-                             columns=["id", "first_event", "last_event"]).set_index("id")
+        figures = pd.DataFrame(route_figures(conn, route_ids, k), columns=list(FIGURES))
+    dates = figures[["id", "first_event", "last_event"]].set_index("id")
     members = frame["route_ids"].explode().dropna().astype("int64")
     seen = dates.reindex(members.to_numpy()).set_axis(members.index)
     # counts under k are written as the text "<k"

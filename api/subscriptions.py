@@ -26,6 +26,7 @@ from geodata.errors import InputError, RutasError
 from geodata.settings import Settings
 from routes.alerts import (
     DELETED,
+    READS_PAYLOAD_SQL,
     Subscription,
     create_subscription,
     delete_subscription,
@@ -120,13 +121,19 @@ def _missing(what: str, ident: int) -> RutasError:
 @router.get("/subscriptions/{sub_id}/deliveries", summary="Delivery history of a subscription")
 def deliveries(sub_id: int, state: StateDep, principal: PrincipalDep,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    """Deliveries newest first, each with its alert and every attempt (time, status code, error)."""
+    """Deliveries newest first, each with its alert and every attempt (time, status code, error).
+
+    The alerts' payloads were written for the subscription owner's role and country: a colleague of
+    another role (the same country, by row-level security) gets ``payload`` null and
+    ``payload_withheld`` true, as the API may show it less."""
     if not 0 < sub_id < 2**63:
         raise _missing("Subscription", sub_id)
     with scoped(state.engine, principal.scope()) as conn:
-        found = conn.execute(sa.text("SELECT 1 FROM subscriptions WHERE id = :id"), {"id": sub_id}).scalar()
+        found = conn.execute(sa.text(f"SELECT {READS_PAYLOAD_SQL} FROM subscriptions s WHERE s.id = :id"),
+                             {"id": sub_id, "role": principal.role}).first()
         if found is None:
             raise _missing("Subscription", sub_id)
+        reads_payload = bool(found[0])
         rows = conn.execute(sa.text(
             "SELECT d.id, d.alert_id, d.status, d.tries, d.next_attempt_at, d.last_status_code, d.replay_of, "
             "d.created_at, d.finished_at, a.trigger, a.object_key, a.payload, "
@@ -145,6 +152,9 @@ def deliveries(sub_id: int, state: StateDep, principal: PrincipalDep,
         for key in ("next_attempt_at", "created_at", "finished_at"):
             record[key] = None if r[key] is None else r[key].isoformat()
         record["webhook_id"] = f"msg_alert_{r['alert_id']}"
+        record["payload_withheld"] = not reads_payload
+        if not reads_payload:
+            record["payload"] = None
         out.append(record)
     return {"subscription_id": sub_id, "deliveries": out}
 

@@ -19,7 +19,9 @@ its pending deliveries stop, while its alerts and deliveries stay for the audit.
 
 Privacy: an alert about a record of the subscription's own country, or of a country that shares
 records in detail with it (never victim identifications), carries the record; otherwise only its
-kind, crime type, owner country and month, as the API would show to that country.
+kind, crime type, owner country and month, as the API would show to that country. An alert about a
+route carries its counts, first and last event dates and trend under the API's own rule
+(:mod:`routes.disclosure`), read in the subscription owner's scope when the alert is raised.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from geodata.db import SYSTEM, Scope, database_url, scoped
 from geodata.errors import InputError
 from geodata.settings import Settings
+from routes.disclosure import route_figures
 
 TRIGGERS = ("event_in_fence", "route_new", "route_intensifying", "route_convergence")
 EVENT_KINDS = ("incident", "interception", "victim_identification")
@@ -351,16 +354,20 @@ def on_loaded(conn: Connection, batch_id: int) -> None:
     raise_event_alerts(conn, batch_id)
 
 
+#: A route's figures as nobody may see them: what an alert carries if its owner's were not read.
+WITHHELD_FIGURES = {"event_count": None, "counts_suppressed": True, "first_event": None, "last_event": None,
+                    "trend": None, "trend_suppressed": True}
 _ROUTE_PAYLOAD = """
 jsonb_build_object(
     'type', 'alert.' || t.trigger, 'subscription_id', s.id, 'subscription', s.name, 'trigger', t.trigger,
     'run_id', r.run_id,
     'route', jsonb_build_object(
         'id', r.id, 'route_key', r.route_key, 'category', r.category, 'previous_category', t.previous,
-        'trend', r.trend, 'seen_before', r.seen_before, 'crime_types', to_jsonb(r.crime_types),
-        'event_count', r.event_count, 'length_m', r.length_m, 'countries', to_jsonb(r.countries),
-        'first_event', r.first_event, 'last_event', r.last_event,
-        'geometry', CAST(ST_AsGeoJSON(r.geom, 6) AS jsonb)),
+        'seen_before', r.seen_before, 'crime_types', to_jsonb(r.crime_types),
+        'length_m', r.length_m, 'countries', to_jsonb(r.countries),
+        'geometry', CAST(ST_AsGeoJSON(r.geom, 6) AS jsonb))
+        || coalesce(CAST(:figures AS jsonb) -> (s.role || '|' || coalesce(s.country, '') || '|' || r.id),
+                    CAST(:withheld AS jsonb)),
     'corridor', t.corridor)
 """
 RUN_ALERTS_SQL = sa.text(f"""
@@ -403,27 +410,89 @@ WITH r AS (
 ){_OUTBOX}""")
 
 
-def raise_run_alerts(engine: Engine, run_ids: list[int]) -> Raised:
+#: Who owns the enabled subscriptions with run triggers whose fences the runs' routes cross, and
+#: which of those routes: the scopes whose view of the routes' figures the alerts need.
+_ROUTE_READERS_SQL = sa.text("""
+SELECT s.role, s.country, array_agg(DISTINCT r.id) AS route_ids
+FROM routes r JOIN subscriptions s ON ST_Intersects(s.fence, r.geom)
+WHERE r.run_id = ANY (CAST(:runs AS bigint[])) AND s.status = 'enabled'
+  AND s.triggers && ARRAY['route_new', 'route_intensifying', 'route_convergence']
+GROUP BY s.role, s.country
+""")
+_PARTNERS_SQL = sa.text("SELECT owner_country, level FROM sharing_agreements WHERE partner_country = :c")
+
+
+def subscriber_scope(conn: Connection, role: str, country: str | None) -> Scope:
+    """The row-level-security scope of a subscription's owner (role, country and its partners now).
+
+    The same scope the API gives a caller of that role and country, so what an alert carries is
+    read exactly as the API would read it for the subscriber.
+    """
+    partners: dict[str, str] = {}
+    if country is not None:
+        partners = {str(r.owner_country).strip(): str(r.level)
+                    for r in conn.execute(_PARTNERS_SQL, {"c": country})}
+    return Scope(role=role, country=country, partners=partners, user="rutas-alerts")
+
+
+def _figures_by_reader(engine: Engine, run_ids: list[int], k: int) -> dict[str, dict[str, Any]]:
+    """Each route's figures as each subscriber scope may see them, keyed ``role|country|route id``.
+
+    Read with :func:`routes.disclosure.route_figures` under the subscribers' own scopes (row-level
+    security of the events), the rule the API applies to a caller of that role and country.
+    """
+    with scoped(engine, SYSTEM) as conn:
+        readers = [(row.role, row.country, [int(i) for i in row.route_ids],
+                    subscriber_scope(conn, row.role, row.country))
+                   for row in conn.execute(_ROUTE_READERS_SQL, {"runs": run_ids})]
+    figures: dict[str, dict[str, Any]] = {}
+    for role, country, route_ids, scope in readers:
+        with scoped(engine, scope) as conn:
+            for row in route_figures(conn, route_ids, k):
+                figures[f"{role}|{country or ''}|{row['id']}"] = {
+                    "event_count": row["event_count"], "counts_suppressed": bool(row["counts_suppressed"]),
+                    "first_event": None if row["first_event"] is None else row["first_event"].isoformat(),
+                    "last_event": None if row["last_event"] is None else row["last_event"].isoformat(),
+                    "trend": row["trend"], "trend_suppressed": bool(row["trend_suppressed"])}
+    return figures
+
+
+def raise_run_alerts(engine: Engine, run_ids: list[int], *, k: int) -> Raised:
     """Raise ``route_new``, ``route_intensifying`` and ``route_convergence`` alerts for stored runs.
 
     A route is new once (its route key), intensifying once per change into the
     ``intensifying_hot`` category (compared with the route's category in its previous run), and
     converging once per corridor (drug or fuel, within 1 km of the route, inside the fence).
+    Each alert carries the route's ``event_count``, ``first_event``, ``last_event`` and ``trend``
+    as the API would show them to the subscription's owner (:mod:`routes.disclosure`, with k
+    records ``k``, ``settings.k_anonymity``): withheld as null with ``counts_suppressed`` /
+    ``trend_suppressed`` true, or coarsened, where the owner may not see every member record.
     """
     if not run_ids:
         return Raised(0, 0)
+    runs = [int(r) for r in run_ids]
+    figures = _figures_by_reader(engine, runs, k)
     with scoped(engine, SYSTEM) as conn:
-        alerts, deliveries = conn.execute(RUN_ALERTS_SQL, {"runs": [int(r) for r in run_ids]}).one()
+        alerts, deliveries = conn.execute(RUN_ALERTS_SQL, {
+            "runs": runs, "figures": json.dumps(figures), "withheld": json.dumps(WITHHELD_FIGURES)}).one()
         if alerts:
             conn.execute(_NOTIFY)
     return Raised(int(alerts), int(deliveries))
 
 
-def read_alerts(conn: Connection, after_id: int, limit: int = 100) -> list[dict[str, Any]]:
-    """Alerts after ``after_id`` of the subscriptions the connection's scope sees, with SSE on."""
+#: Whether a reader of role ``:role`` (row-level security already limits it to the subscription's
+#: country) may read the payloads of subscription ``s``: they were written for its owner's role and
+#: country, so only callers the API shows as much (that role, or administrators) read them.
+READS_PAYLOAD_SQL = "(:role = 'admin' OR s.role = :role)"
+
+
+def read_alerts(conn: Connection, after_id: int, limit: int = 100, *, role: str) -> list[dict[str, Any]]:
+    """Alerts after ``after_id``, with SSE on, of the subscriptions the connection's scope sees whose
+    payloads a reader of ``role`` may read (see :data:`READS_PAYLOAD_SQL`)."""
     rows = conn.execute(sa.text(
         "SELECT a.id, a.subscription_id, a.trigger, a.payload, a.created_at FROM alerts a "
         "JOIN subscriptions s ON s.id = a.subscription_id "
-        "WHERE a.id > :after AND s.sse ORDER BY a.id LIMIT :n"), {"after": after_id, "n": limit}).mappings()
+        f"WHERE a.id > :after AND s.sse AND {READS_PAYLOAD_SQL} ORDER BY a.id LIMIT :n"),
+        {"after": after_id, "n": limit, "role": role}).mappings()
     return [{"id": r["id"], "subscription_id": r["subscription_id"], "trigger": r["trigger"],
              "created_at": r["created_at"].isoformat(), "data": r["payload"]} for r in rows]

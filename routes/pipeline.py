@@ -465,7 +465,7 @@ def run_pipeline(
             )
         )
     # run triggers of the alert subscriptions (new, intensifying, converging routes)
-    raise_run_alerts(engine, [s.run_id for s in summaries])
+    raise_run_alerts(engine, [s.run_id for s in summaries], k=settings.k_anonymity)
     return summaries
 
 

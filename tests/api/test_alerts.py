@@ -164,11 +164,13 @@ def subscribe(api: TestClient, key: str, url: str, center: tuple[float, float]) 
     return body
 
 
-def record(api: TestClient, key: str, points: list[tuple[float, float]]) -> None:
+def record(api: TestClient, key: str, points: list[tuple[float, float]], *, kind: str = "interception",
+           date: str = "2024-06-01", crime_type: str = "tráfico de migrantes") -> None:
+    """Load ``points`` (lon, lat) as records of ``kind`` through the API with ``key``."""
     features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": list(p)},
-                 "properties": {"date": "2024-06-01", "crime_type": "tráfico de migrantes"}} for p in points]
+                 "properties": {"date": date, "crime_type": crime_type}} for p in points]
     answer = api.post("/collections/events/items", headers=auth(key),
-                      params={"kind": "interception", "source": uuid.uuid4().hex},
+                      params={"kind": kind, "source": uuid.uuid4().hex},
                       json={"type": "FeatureCollection", "features": features})
     assert answer.status_code == 201 and answer.json()["accepted"] == len(points), answer.text
 

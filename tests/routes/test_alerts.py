@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -147,7 +148,7 @@ def test_run_triggers_fire_once_per_route_and_category_change(engine: Engine) ->
             run = _run(conn)
             _route(conn, run, key, category, seen)
         before = len(alerts_of(engine, sub))
-        raise_run_alerts(engine, [run])
+        raise_run_alerts(engine, [run], k=11)
         # other tests' subscriptions may cover this place too: count this subscription's alerts
         fired.append(len(alerts_of(engine, sub)) - before)
     assert fired == [2, 0, 0, 1]  # new + intensifying, nothing, nothing, intensifying again
@@ -165,9 +166,9 @@ def test_run_triggers_fire_once_per_route_and_category_change(engine: Engine) ->
         run = _run(conn)
         _route(conn, run, key, "intensifying_hot", True)
     before = len(alerts_of(engine, sub))
-    raise_run_alerts(engine, [run])
+    raise_run_alerts(engine, [run], k=11)
     assert len(alerts_of(engine, sub)) == before + 1
-    raise_run_alerts(engine, [run])
+    raise_run_alerts(engine, [run], k=11)
     assert len(alerts_of(engine, sub)) == before + 1
     convergence = alerts_of(engine, sub)[-1]["payload"]
     assert convergence["trigger"] == "route_convergence" and convergence["corridor"]["name"] == "costera"
@@ -194,3 +195,97 @@ def test_alerts_commit_or_roll_back_with_their_events(engine: Engine, settings: 
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM deliveries WHERE subscription_id = :s"),
                             {"s": sub}).scalar_one() == 0
+
+
+# Desaguadero, on the Peru-Bolivia border (lon, lat, EPSG:4326): Peru's victim identifications there.
+DESAGUADERO = (-69.04, -16.56)
+
+
+def _victim_route(engine: Engine, members: list[int], monthly: str = '{"2024-05-01": 3, "2024-06-01": 2}',
+                  ) -> tuple[int, int]:
+    """A run and a new route through Desaguadero holding ``members`` and the ``monthly`` counts (JSON)."""
+    with engine.begin() as conn:
+        run = _run(conn)
+        route = int(conn.execute(sa.text(
+            "INSERT INTO routes (run_id, route_key, seen_before, crime_types, category, length_m, "
+            "event_count, trend, tau, p_value, countries, crossing_ids, segment_keys, first_event, "
+            "last_event, monthly_counts, geom) VALUES (:run, :key, false, ARRAY['smuggling'], 'new_hot', "
+            "20000, :n, 'down', -1.0, 0.3, ARRAY['PER'], ARRAY[]::bigint[], ARRAY[]::text[], "
+            "'2024-05-02T00:00:00Z', '2024-06-20T00:00:00Z', CAST(:monthly AS jsonb), "
+            "ST_GeomFromText('MULTILINESTRING((-69.10 -16.50, -69.04 -16.56, -68.98 -16.62))', 4326)) "
+            "RETURNING id"),
+            {"run": run, "key": f"victims-{uuid.uuid4().hex[:8]}",
+             "monthly": monthly, "n": sum(json.loads(monthly).values())}).scalar_one())
+        for event_id in members:
+            conn.execute(sa.text("INSERT INTO route_events (route_id, event_id) VALUES (:r, :e)"),
+                         {"r": route, "e": event_id})
+    return run, route
+
+
+def test_route_alerts_carry_figures_only_as_the_api_shows_them(engine: Engine, settings: Settings) -> None:
+    """Bolivia's subscribers get the route of Peru's five victim identifications without its counts,
+    dates or trend, and the records without coordinates; Peru's prosecutor gets everything."""
+    with engine.begin() as conn:  # Peru shares records in detail with Bolivia: never victims' records
+        conn.execute(sa.text("INSERT INTO sharing_agreements (owner_country, partner_country, level) "
+                             "VALUES ('PER', 'BOL', 'detail') ON CONFLICT DO NOTHING"))
+    fence = box(*DESAGUADERO, 0.05)
+    both = ("event_in_fence", "route_new")
+    bolivia = subscribe(engine, fence, scope=Scope("prosecutor", "BOL", user="tests"), triggers=both)
+    bolivia_border = subscribe(engine, fence, scope=Scope("border_authority", "BOL", user="tests"),
+                               triggers=both)
+    peru = subscribe(engine, fence, scope=Scope("prosecutor", "PER", user="tests"), triggers=both)
+    # a border authority reads no record in detail through the API, its own country's neither
+    peru_border = subscribe(engine, fence, scope=Scope("border_authority", "PER", user="tests"),
+                            triggers=("route_new",))
+    batch = load(engine, settings, [(DESAGUADERO[0] + i * 0.001, DESAGUADERO[1]) for i in range(5)],
+                 owner="PER", kind="victim_identification")
+    with engine.connect() as conn:
+        members = list(conn.execute(sa.text("SELECT id FROM events WHERE batch_id = :b ORDER BY id"),
+                                    {"b": batch}).scalars())
+    run, route = _victim_route(engine, members)
+    raise_run_alerts(engine, [run], k=11)
+
+    for sub in (bolivia, bolivia_border):
+        alerts = alerts_of(engine, sub)
+        assert [a["trigger"] for a in alerts] == ["event_in_fence"] * 5 + ["route_new"]
+        for event in (a["payload"]["event"] for a in alerts[:5]):
+            assert event["owner_country"] == "PER" and event["kind"] == "victim_identification"
+            assert not {"id", "lon", "lat", "occurred_at", "persons", "source"} & set(event)
+        shown = alerts[-1]["payload"]["route"]
+        assert shown["id"] == route
+        assert shown["event_count"] is None and shown["counts_suppressed"] is True
+        assert shown["first_event"] is None and shown["last_event"] is None  # no month holds k records
+        assert shown["trend"] is None and shown["trend_suppressed"] is True
+        assert "tau" not in shown and "p_value" not in shown
+    withheld = alerts_of(engine, peru_border)[-1]["payload"]["route"]
+    assert withheld["event_count"] is None and withheld["trend"] is None
+
+    full = alerts_of(engine, peru)
+    assert [e["payload"]["event"]["lon"] for e in full[:5]] == [
+        pytest.approx(DESAGUADERO[0] + i * 0.001) for i in range(5)]
+    owner = full[-1]["payload"]["route"]
+    assert owner["event_count"] == 5 and owner["counts_suppressed"] is False
+    assert owner["trend"] == "down" and owner["trend_suppressed"] is False
+    assert owner["first_event"].startswith("2024-05-02") and owner["last_event"].startswith("2024-06-20")
+
+
+def test_route_alert_dates_are_coarsened_to_slices_of_k_records(engine: Engine, settings: Settings) -> None:
+    """A route of 14 records, Peru's five victims among them, 12 in May and 2 in June: Bolivia's
+    prosecutor is told May as both first and last month, and neither the count nor the trend."""
+    place = (DESAGUADERO[0] + 0.2, DESAGUADERO[1])
+    sub = subscribe(engine, box(*DESAGUADERO, 0.05), scope=Scope("prosecutor", "BOL", user="tests"),
+                    triggers=("route_new",))
+    batch = load(engine, settings, [(place[0], place[1] + i * 0.001) for i in range(5)], owner="PER",
+                 kind="victim_identification")
+    with engine.connect() as conn:
+        members = list(conn.execute(sa.text("SELECT id FROM events WHERE batch_id = :b"),
+                                    {"b": batch}).scalars())
+    run, _ = _victim_route(engine, members, monthly='{"2024-05-01": 12, "2024-06-01": 2}')
+    raise_run_alerts(engine, [run], k=11)
+    (alert,) = alerts_of(engine, sub)
+    shown = alert["payload"]["route"]
+    assert shown["first_event"].startswith("2024-05-01T00:00:00")
+    assert shown["last_event"] == shown["first_event"]
+    # 14 minus the 12 shown would give back the 2 withheld
+    assert shown["event_count"] is None and shown["counts_suppressed"] is True
+    assert shown["trend"] is None and shown["trend_suppressed"] is True
