@@ -26,7 +26,7 @@ from routes.disclosure import (
     ROUTE_TREND_SQL,
     ROUTE_TREND_SUPPRESSED_SQL,
 )
-from routes.overlap_store import ZONE_WEIGHT
+from routes.overlap import ZONE_WEIGHT
 
 RECORD_ROLES = frozenset({"admin", "steward", "prosecutor"})
 ALL_ROLES = frozenset({"admin", "steward", "prosecutor", "border_authority", "analyst"})
