@@ -31,10 +31,11 @@ class NearestPoint:
         self.points = np.column_stack([np.asarray(x, np.float64), np.asarray(y, np.float64)])
         self.tree = cKDTree(self.points)
 
-    def distance_m(self, row0: int, row1: int) -> npt.NDArray[np.float64]:
+    def distance_m(self, row0: int, row1: int, max_m: float = np.inf) -> npt.NDArray[np.float64]:
         """Distance in metres from the centre of each cell of rows ``row0:row1`` to the nearest point.
 
-        Returns an array of shape (rows, grid width).
+        Returns an array of shape (rows, grid width); cells farther than ``max_m`` from every
+        point may be given ``inf`` instead of their distance (whole blocks beyond reach are skipped).
         """
         grid, side = self.grid, BLOCK_CELLS
         xs = grid.x0 + (np.arange(grid.width) + 0.5) * grid.res_m
@@ -54,11 +55,18 @@ class NearestPoint:
         # within (nearest to the centre + half diagonal) of the cell, so within a diagonal more
         # of the centre
         diagonal_m = math.sqrt(2.0) * side * grid.res_m
-        candidates = self.tree.query_ball_point(centres, nearest_m + diagonal_m)
+        # a block whose every cell is beyond max_m needs no candidate
+        near = nearest_m - diagonal_m / 2.0 <= max_m
+        candidates = np.empty(len(centres), dtype=object)
+        if near.any():
+            candidates[near] = self.tree.query_ball_point(centres[near], nearest_m[near] + diagonal_m)
         n_c = len(starts_c)
         for b, found in enumerate(candidates):
             i, j = divmod(b, n_c)
             r0, r1, c0, c1 = starts_r[i], ends_r[i], starts_c[j], ends_c[j]
+            if found is None:
+                out[r0:r1, c0:c1] = np.inf
+                continue
             px, py = self.points[found, 0], self.points[found, 1]
             dx2 = (xs[c0:c1][None, :] - px[:, None]) ** 2  # (candidates, cols)
             dy2 = (ys[r0:r1][None, :] - py[:, None]) ** 2  # (candidates, rows)

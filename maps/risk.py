@@ -14,7 +14,10 @@ Bands (all float32, grid CRS in metres, see :class:`maps.kde.Grid`):
     and every kind of trafficking corridor of the run (1 = a route and every kind meet there;
     0 everywhere when the reader sees no corridor).
 ``crossing_proximity``
-    ``exp(-d / crossing_scale_m)``, d the distance in metres to the nearest border crossing.
+    ``exp(-d / crossing_scale_m)``, d the distance in metres to the nearest border crossing, and 0
+    beyond ``crossing_reach_m`` (10 scales by default, where it would be under 4.5e-5): the band
+    is 0 far from every crossing, as the others are far from every event, route and corridor,
+    so the file stores and compresses only where something is.
 ``risk``
     The combined risk in 0-1::
 
@@ -103,6 +106,8 @@ class RiskParams:
     half_life_days: float = 180.0
     convergence_m: float = 25_000.0
     crossing_scale_m: float = 25_000.0
+    #: Beyond this distance of every crossing the proximity band is 0 (10 scales: exp(-10) = 4.5e-5)
+    crossing_reach_m: float = 250_000.0
     weight_density: float = 0.35
     weight_emerging: float = 0.30
     weight_convergence: float = 0.20
@@ -250,7 +255,9 @@ class _BandMaker:
         if self.crossings is None:
             proximity[:] = 0.0
         else:
-            proximity[:] = np.exp(-self.crossings.distance_m(row0, row1) / params.crossing_scale_m)
+            distance_m = self.crossings.distance_m(row0, row1, max_m=params.crossing_reach_m)
+            distance_m[distance_m > params.crossing_reach_m] = np.inf  # exp(-inf) = 0
+            proximity[:] = np.exp(-distance_m / params.crossing_scale_m)
 
 
 #: The bands smoothed by the kernel, whose means the risk formula needs (the first of BAND_NAMES).
