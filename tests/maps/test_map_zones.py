@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import shapely
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geodata.corridors import load_corridors
 from geodata.db import Scope
-from geodata.settings import Settings
 from maps.products import ProductParams, make_products, read_layers
 from maps.risk import RiskParams
-from routes.analysis import AnalysisParams
-from routes.pipeline import RunSummary, run_pipeline
-from tests.routes.store_scenario import store_scenario
+from routes.pipeline import RunSummary
+from routes.synthetic import Scenario
+from tests.routes.test_overlap_store import stored  # noqa: F401  (the stored run, reused)
 
 ADMIN = Scope(role="admin")
 GTM = Scope(role="prosecutor", country="GTM")
@@ -27,47 +23,18 @@ PARAMS = ProductParams(cell_km=10.0, k=1, risk=RiskParams(res_m=5_000.0))
 STORED_SCORE = 0.4321
 
 
-def _corridor_file(path: Path, line: shapely.LineString) -> Path:
-    feature = {
-        "type": "Feature",
-        "properties": {"name": path.stem},
-        "geometry": shapely.geometry.mapping(line),
-    }
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
-    return path
-
-
 @pytest.fixture(scope="module")
-def stored_run(
-    engine: Engine, settings: Settings, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> RunSummary:
-    """A run whose route meets a drug corridor of Guatemala's office and a fuel one of Honduras'."""
-    tmp = tmp_path_factory.mktemp("map_zones")
-    with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM corridors"))
-        conn.execute(sa.text("DELETE FROM reference_layers WHERE kind = 'corridors'"))
-    scenario, _ = store_scenario(engine, settings, data_dir, tmp)
-    planted = scenario.planted[scenario.planted["behaviour"] == "intensifying"].geometry.iloc[0]
-    for kind, country, line in (
-        ("drug", "GTM", planted),
-        ("fuel", "HND", shapely.affinity.translate(planted, 0, 0.01)),
-    ):
-        load_corridors(
-            engine,
-            _corridor_file(tmp / f"{kind}.geojson", line),
-            settings=settings,
-            kind=kind,
-            country=country,
-            source="tests",
-        )
-    runs = run_pipeline(engine, settings, AnalysisParams(neighbour_km=20.0))
-    assert len(runs) == 1 and runs[0].counts["convergence_zones"] >= 1
+def stored_run(engine: Engine, stored: tuple[Scenario, RunSummary]) -> RunSummary:  # noqa: F811
+    """The run of the overlap-store tests (a route meeting a drug corridor of Guatemala's office and
+    a fuel one of Honduras'), its stored zones given a score no computation gives."""
+    _, run = stored
+    assert run.counts["convergence_zones"] >= 1
     with engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE convergence_zones SET score = :s WHERE run_id = :r"),
-            {"s": STORED_SCORE, "r": runs[0].run_id},
+            {"s": STORED_SCORE, "r": run.run_id},
         )
-    return runs[0]
+    return run
 
 
 def test_maps_read_the_stored_zones_in_the_readers_scope(engine: Engine, stored_run: RunSummary) -> None:
