@@ -136,15 +136,52 @@ class PointBins:
         return np.asarray(counts, dtype=np.float64).reshape(rows, self.grid.width)
 
 
+#: Columns per chunk of the sparse smoothing: chunks with no weight within the kernel's reach are skipped.
+CHUNK_COLS = 512
+
+
 def smooth_window(raw: FloatArray, bandwidth_m: float, res_m: float) -> npt.NDArray[np.float32]:
-    """Gaussian smoothing (sd ``bandwidth_m``) of a binned window; zeros beyond its edges."""
+    """Gaussian smoothing (sd ``bandwidth_m``) of a binned window; zeros beyond its edges.
+
+    The same as ``scipy.ndimage.gaussian_filter(raw, sigma, mode="constant")`` (which filters
+    down the columns, then along the rows), computed by chunks of :data:`CHUNK_COLS` columns:
+    a chunk with no weight within the kernel's reach stays 0 without being filtered, so sparse
+    windows (ocean, route lines) cost little.
+    """
     sigma = bandwidth_m / res_m
+    data = np.asarray(raw, dtype=np.float32)
     if sigma <= 0:
-        return raw.astype(np.float32)
-    out = ndimage.gaussian_filter(
-        raw.astype(np.float32), sigma=sigma, mode="constant", cval=0.0, truncate=TRUNCATE_SD
-    )
-    return np.asarray(out, dtype=np.float32)
+        return data.copy()
+    out = np.zeros_like(data)
+    occupied: npt.NDArray[np.bool_] = np.asarray(data.any(axis=0))
+    if not occupied.any():
+        return out
+    width, reach = data.shape[1], kernel_radius_cells(bandwidth_m, res_m)
+    down = np.zeros_like(data)
+    for c0 in range(0, width, CHUNK_COLS):
+        c1 = min(c0 + CHUNK_COLS, width)
+        if occupied[c0:c1].any():
+            down[:, c0:c1] = ndimage.gaussian_filter1d(
+                data[:, c0:c1], sigma, axis=0, mode="constant", cval=0.0, truncate=TRUNCATE_SD
+            )
+    for c0 in range(0, width, CHUNK_COLS):
+        c1 = min(c0 + CHUNK_COLS, width)
+        lo, hi = max(c0 - reach, 0), min(c1 + reach, width)
+        if not occupied[lo:hi].any():
+            continue
+        part = down[:, lo:hi]
+        rows = np.flatnonzero(part.any(axis=1))
+        if len(rows) == part.shape[0]:
+            along = ndimage.gaussian_filter1d(
+                part, sigma, axis=1, mode="constant", cval=0.0, truncate=TRUNCATE_SD
+            )
+            out[:, c0:c1] = along[:, c0 - lo : c1 - lo]
+        else:
+            along = ndimage.gaussian_filter1d(
+                part[rows], sigma, axis=1, mode="constant", cval=0.0, truncate=TRUNCATE_SD
+            )
+            out[rows, c0:c1] = along[:, c0 - lo : c1 - lo]
+    return out
 
 
 def density_windows(

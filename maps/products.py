@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from geodata.corridors import read_stored_corridors
 from geodata.db import SYSTEM, Scope, scoped
 from geodata.reference import GLOBAL_MAP_CREDIT, credits
+from maps.basemap import BASEMAP_CREDIT, read_land
 from maps.folium_map import build_map, save_map
 from maps.privacy import cells_as_events, event_cells, sliced_event_cells
 from maps.risk import RiskInputs, RiskParams, RiskReport, write_risk_surface
@@ -32,6 +33,7 @@ from routes.overlap import (
     route_corridor_overlap,
 )
 from routes.overlap_store import (
+    read_convergence_zones,
     read_corridor_overlaps,
     read_joint_operations,
     stored_run_ids,
@@ -56,6 +58,8 @@ class ProductParams:
     convergence_m: float = 25_000.0
     #: Buffer (m) of a corridor within which a route's length counts as shared.
     overlap_buffer_m: float = 5_000.0
+    #: Natural Earth's countries (land and names of the PNG map); None draws no land.
+    countries_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,45 @@ def _read_frame(engine: Engine, sql: str) -> gpd.GeoDataFrame:
         )
 
 
+def map_zones(
+    engine: Engine,
+    scope: Scope,
+    routes: gpd.GeoDataFrame,
+    corridors: gpd.GeoDataFrame,
+    crossings: gpd.GeoDataFrame,
+    params: ProductParams,
+) -> gpd.GeoDataFrame:
+    """Convergence zones of the routes' runs that ``scope`` may see, EPSG:4326, highest score first.
+
+    Those the runs stored (:func:`routes.overlap_store.read_convergence_zones`, under row-level
+    security: a zone is shown only to a reader who may see every corridor in it), for the routes
+    the reader sees; computed from the corridors the reader sees only for runs stored before
+    those products existed (migration 0008).
+    """
+    if routes.empty:
+        return convergence_zones(routes, corridors, distance_m=params.convergence_m, crossings=crossings)
+    runs = sorted({int(r) for r in routes["run_id"]})
+    stored = stored_run_ids(engine, runs)
+    frames: list[gpd.GeoDataFrame] = []
+    if stored:
+        zones = read_convergence_zones(engine, stored, scope)
+        frames.append(zones[zones["route_id"].isin(routes["id"])])
+    older = [r for r in runs if r not in stored]
+    if older:
+        frames.append(
+            convergence_zones(
+                routes[routes["run_id"].isin(older)],
+                corridors,
+                distance_m=params.convergence_m,
+                crossings=crossings,
+            )
+        )
+    if not frames:
+        return convergence_zones(routes.iloc[:0], corridors, distance_m=params.convergence_m)
+    merged = pd.concat(frames, ignore_index=True).sort_values("score", ascending=False, ignore_index=True)
+    return gpd.GeoDataFrame(merged, geometry="geometry", crs="EPSG:4326")
+
+
 def read_layers(
     engine: Engine,
     scope: Scope,
@@ -139,7 +182,7 @@ def read_layers(
         monthly_cells=monthly,
         routes=routes,
         corridors=corridors,
-        zones=convergence_zones(routes, corridors, distance_m=params.convergence_m, crossings=crossings),
+        zones=map_zones(engine, scope, routes, corridors, crossings, params),
         crossings=crossings,
         borders=borders,
         attribution=attribution,
@@ -190,16 +233,20 @@ def make_products(
     html = save_map(fmap, out_dir / f"{name}_map.html")
     months = pd.to_datetime(layers.monthly_cells["month"]) if not layers.monthly_cells.empty else None
     period = f"{months.min():%Y-%m} – {months.max():%Y-%m}" if months is not None else "—"
+    land = read_land(params.countries_path, params.language) if params.countries_path else None
     png = render_png(
         out_dir / f"{name}_map.png",
         risk_path=tif,
         title=params.title,
         period=period,
-        attribution=layers.attribution,
+        attribution=(*layers.attribution, BASEMAP_CREDIT) if land is not None else layers.attribution,
         routes=layers.routes,
         corridors=layers.corridors,
+        zones=layers.zones,
         crossings=layers.crossings,
         borders=layers.borders,
+        land=land,
+        run_id=layers.run_id,
         language=params.language,
     )
     return ProductPaths(html=html, png=png, tif=tif)

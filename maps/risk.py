@@ -14,7 +14,10 @@ Bands (all float32, grid CRS in metres, see :class:`maps.kde.Grid`):
     and every kind of trafficking corridor of the run (1 = a route and every kind meet there;
     0 everywhere when the reader sees no corridor).
 ``crossing_proximity``
-    ``exp(-d / crossing_scale_m)``, d the distance in metres to the nearest border crossing.
+    ``exp(-d / crossing_scale_m)``, d the distance in metres to the nearest border crossing, and 0
+    beyond ``crossing_reach_m`` (10 scales by default, where it would be under 4.5e-5): the band
+    is 0 far from every crossing, as the others are far from every event, route and corridor,
+    so the file stores and compresses only where something is.
 ``risk``
     The combined risk in 0-1::
 
@@ -41,13 +44,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import rasterio
-import rasterio.shutil
 from affine import Affine
 from rasterio import features
 from rasterio.windows import Window
-from scipy.spatial import cKDTree
 
 from geodata.errors import InputError
+from maps.cog import CogOptions, CogWriter
 from maps.kde import (
     Grid,
     PointBins,
@@ -57,6 +59,7 @@ from maps.kde import (
     smooth_window,
     to_grid_crs,
 )
+from maps.proximity import NearestPoint
 
 #: Hot emerging categories, in band order (the names of ``routes.emerging.HOT_CATEGORIES``).
 HOT_CATEGORIES = (
@@ -103,6 +106,8 @@ class RiskParams:
     half_life_days: float = 180.0
     convergence_m: float = 25_000.0
     crossing_scale_m: float = 25_000.0
+    #: Beyond this distance of every crossing the proximity band is 0 (10 scales: exp(-10) = 4.5e-5)
+    crossing_reach_m: float = 250_000.0
     weight_density: float = 0.35
     weight_emerging: float = 0.30
     weight_convergence: float = 0.20
@@ -112,6 +117,8 @@ class RiskParams:
     margin_m: float = 50_000.0
     #: GDAL's block cache while writing (its default, 5 % of RAM, would dominate the memory used)
     gdal_cache_mb: int = 512
+    #: compression of the written file (ZSTD level 1 with the floating-point predictor)
+    cog: CogOptions = field(default_factory=CogOptions)
 
 
 @dataclass
@@ -132,7 +139,7 @@ class RiskInputs:
 
 @dataclass(frozen=True)
 class RiskReport:
-    """What was written: file, grid, band names and the half-saturation mean of each band."""
+    """What was written: file, grid, band names and the half-saturation mean of each smoothed band."""
 
     path: Path
     grid: Grid
@@ -207,69 +214,135 @@ class _BandMaker:
             for _, group in corridors.groupby("kind"):
                 self.reach_shapes.append([(g, 1.0) for g in group.geometry.buffer(params.convergence_m)])
         crossings = _lines_in_grid(inputs.crossings, grid)
-        self.crossing_tree = (
+        self.crossings = (
             None
             if crossings is None
-            else cKDTree(np.column_stack([crossings.geometry.x, crossings.geometry.y]))
+            else NearestPoint(grid, crossings.geometry.x.to_numpy(), crossings.geometry.y.to_numpy())
         )
         self.halo = kernel_radius_cells(params.bandwidth_m, grid.res_m)
 
-    def bands(self, row0: int, row1: int, density: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+    def fill_smoothed(
+        self, row0: int, row1: int, density: npt.NDArray[np.float32], out: npt.NDArray[np.float32]
+    ) -> None:
+        """The kernel-smoothed bands (density, then one per emerging category) of rows ``row0:row1``.
+
+        ``out`` is (1 + len(HOT_CATEGORIES), rows, width); ``density`` the block of
+        :func:`maps.kde.density_windows` for these rows.
+        """
         grid, params, rows = self.grid, self.params, row1 - row0
-        out = [density]
-        for category in HOT_CATEGORIES:
+        out[0] = density
+        for i, category in enumerate(HOT_CATEGORIES, start=1):
             shapes = self.route_shapes[category]
             if not shapes:
-                out.append(np.zeros((rows, grid.width), np.float32))
+                out[i] = 0.0
                 continue
             lo, hi = max(row0 - self.halo, 0), min(row1 + self.halo, grid.height)
             smoothed = smooth_window(
                 _rasterize(shapes, grid, lo, hi).astype(np.float64), params.bandwidth_m, grid.res_m
             )
-            out.append(np.ascontiguousarray(smoothed[row0 - lo : row0 - lo + rows]))
-        convergence = np.zeros((rows, grid.width), np.float32)
+            out[i] = smoothed[row0 - lo : row0 - lo + rows]
+
+    def fill_layers(
+        self, row0: int, row1: int, convergence: npt.NDArray[np.float32], proximity: npt.NDArray[np.float32]
+    ) -> None:
+        """The corridor-convergence and crossing-proximity bands of rows ``row0:row1``, each (rows, width)."""
+        grid, params = self.grid, self.params
+        convergence[:] = 0.0
         for shapes in self.reach_shapes:
             convergence += _rasterize(shapes, grid, row0, row1) > 0
         if self.reach_shapes:
             convergence /= len(self.reach_shapes)
-        out.append(convergence)
-        if self.crossing_tree is None:
-            out.append(np.zeros((rows, grid.width), np.float32))
+        if self.crossings is None:
+            proximity[:] = 0.0
         else:
-            cx, cy = grid.centres(row0, row1)
-            distance_m, _ = self.crossing_tree.query(np.column_stack([cx.ravel(), cy.ravel()]))
-            out.append(
-                np.exp(-distance_m / params.crossing_scale_m).astype(np.float32).reshape(rows, grid.width)
-            )
-        return out
+            distance_m = self.crossings.distance_m(row0, row1, max_m=params.crossing_reach_m)
+            distance_m[distance_m > params.crossing_reach_m] = np.inf  # exp(-inf) = 0
+            proximity[:] = np.exp(-distance_m / params.crossing_scale_m)
+
+
+#: The bands smoothed by the kernel, whose means the risk formula needs (the first of BAND_NAMES).
+SMOOTHED_BANDS = BAND_NAMES[: 1 + len(HOT_CATEGORIES)]
+
+
+def _smoothed_pass(maker: _BandMaker, work: Path, window_rows: int) -> dict[str, float]:
+    """Write the smoothed bands of the whole grid to ``work``; returns each one's mean of positive cells.
+
+    The bands are kept (ZSTD level 1, band-interleaved, so an empty band costs nothing) for the
+    second pass to read instead of smoothing them again.
+    """
+    grid = maker.grid
+    sums, counts = np.zeros(len(SMOOTHED_BANDS)), np.zeros(len(SMOOTHED_BANDS))
+    stack = np.zeros((len(SMOOTHED_BANDS), window_rows, grid.width), np.float32)
+    profile = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": len(SMOOTHED_BANDS),
+        "dtype": "float32",
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "interleave": "band",
+        "compress": "zstd",
+        "zstd_level": 1,
+        "num_threads": "ALL_CPUS",
+        "BIGTIFF": "YES",
+    }
+    with rasterio.open(work, "w", **profile) as dst:
+        for row0, density in density_windows(maker.bins, maker.params.bandwidth_m, window_rows=window_rows):
+            rows = density.shape[0]
+            block = stack[:, :rows]
+            maker.fill_smoothed(row0, row0 + rows, density, block)
+            for i, band in enumerate(block):
+                if i == 0 or maker.route_shapes[HOT_CATEGORIES[i - 1]]:
+                    positive = band > 0
+                    sums[i] += float(band[positive].sum(dtype=np.float64))
+                    counts[i] += int(positive.sum())
+            dst.write(block, window=Window(0, row0, grid.width, rows))  # type: ignore[no-untyped-call]
+    return {name: float(s / c) if c else 0.0 for name, s, c in zip(SMOOTHED_BANDS, sums, counts, strict=True)}
 
 
 def combined_risk(
     bands: Mapping[str, npt.NDArray[np.float32]], means: Mapping[str, float], params: RiskParams
 ) -> npt.NDArray[np.float32]:
-    """The ``risk`` band (0-1) from the other bands by the formula in this module's docstring."""
+    """The ``risk`` band (0-1) from the other bands by the formula in this module's docstring.
 
-    def saturate(name: str) -> npt.NDArray[np.float64]:
-        m = means.get(name, 0.0)
-        v = bands[name].astype(np.float64)
-        return v / (v + m) if m > 0 else np.zeros_like(v)
-
-    emerging = np.zeros(bands[BAND_DENSITY].shape)
-    for category in HOT_CATEGORIES:
-        name = f"emerging_{category}"
-        emerging = np.maximum(emerging, params.emerging_weights.get(category, 0.0) * saturate(name))
+    A band whose mean is 0 (no positive cell anywhere) adds nothing and is not computed.
+    """
     total = (
         params.weight_density + params.weight_emerging + params.weight_convergence + params.weight_proximity
     )
     if total <= 0:
         raise ValueError("the risk weights must add up to more than 0")
-    risk = (
-        params.weight_density * saturate(BAND_DENSITY)
-        + params.weight_emerging * emerging
-        + params.weight_convergence * bands[BAND_CONVERGENCE].astype(np.float64)
-        + params.weight_proximity * bands[BAND_PROXIMITY].astype(np.float64)
-    ) / total
-    return np.clip(risk, 0.0, 1.0).astype(np.float32)
+
+    def saturate(name: str) -> npt.NDArray[np.float32] | None:
+        m = means.get(name, 0.0)
+        if m <= 0:
+            return None
+        v = bands[name]
+        return np.asarray(v / (v + np.float32(m)), dtype=np.float32)
+
+    shape = bands[BAND_DENSITY].shape
+    risk = np.zeros(shape, np.float32)
+    emerging: npt.NDArray[np.float32] | None = None
+    for category in HOT_CATEGORIES:
+        weight = params.emerging_weights.get(category, 0.0)
+        saturated = saturate(f"emerging_{category}") if weight > 0 else None
+        if saturated is not None:
+            saturated *= np.float32(weight)
+            emerging = saturated if emerging is None else np.maximum(emerging, saturated, out=emerging)
+    density = saturate(BAND_DENSITY)
+    for weight, term in (
+        (params.weight_density, density),
+        (params.weight_emerging, emerging),
+        (params.weight_convergence, bands[BAND_CONVERGENCE]),
+        (params.weight_proximity, bands[BAND_PROXIMITY]),
+    ):
+        if term is not None and weight:
+            risk += np.float32(weight / total) * term
+    return np.clip(risk, 0.0, 1.0, out=risk)
 
 
 def risk_grid(inputs: RiskInputs, params: RiskParams) -> Grid:
@@ -298,83 +371,60 @@ def write_risk_surface(
 ) -> RiskReport:
     """Compute every band window by window and write ``path`` as a Cloud-Optimised GeoTIFF.
 
-    Two passes over a tiled temporary GeoTIFF next to ``path``: the first writes the bands and
-    the mean of each band's positive cells, the second the ``risk`` band; GDAL's COG driver then
-    copies it with overviews. The file carries the grid CRS, nodata ``-9999``, a description per
-    band (:data:`BAND_NAMES`) and the tags ``run_id`` and ``risk_formula``.
+    A first pass smooths the density and emerging bands into a temporary file and takes the
+    mean of their positive cells (which the risk formula needs); a second reads them back,
+    adds the convergence, proximity and ``risk`` bands and hands each window to
+    :class:`maps.cog.CogWriter`, which averages the overviews on the fly and compresses the
+    file once. The file carries the grid CRS (metres), nodata ``-9999``, a
+    description per band (:data:`BAND_NAMES`) and the tags ``run_id``, ``risk_formula``,
+    ``res_m``, ``bandwidth_m`` and ``half_life_days``.
     """
     grid = grid or risk_grid(inputs, params)
     maker = _BandMaker(grid, inputs, params)
-    profile = {
-        "driver": "GTiff",
-        "width": grid.width,
-        "height": grid.height,
-        "count": len(BAND_NAMES),
-        "dtype": "float32",
-        "crs": grid.crs,
-        "transform": grid.transform,
-        "nodata": NODATA,
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        # the work file is written once and read once: fastest compression, all cores
-        "compress": "zstd",
-        "zstd_level": 1,
-        "num_threads": "ALL_CPUS",
-        "BIGTIFF": "IF_SAFER",
-    }
-    sums = np.zeros(len(BAND_NAMES) - 1)
-    counts = np.zeros(len(BAND_NAMES) - 1)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tags = {
+        "run_id": run_id,
+        "risk_formula": _FORMULA,
+        "res_m": str(grid.res_m),
+        "bandwidth_m": str(params.bandwidth_m),
+        "half_life_days": str(params.half_life_days),
+    }
+    if params.cog.significant_bits is not None:
+        bits = params.cog.significant_bits
+        tags["precision"] = f"values rounded to {bits} significant bits (relative error < {2.0**-bits:.1e})"
     with (
-        rasterio.Env(GDAL_CACHEMAX=params.gdal_cache_mb * 2**20),  # in bytes
+        # the block cache in bytes; tiles decoded on every core when the files are read back
+        rasterio.Env(GDAL_CACHEMAX=params.gdal_cache_mb * 2**20, GDAL_NUM_THREADS="ALL_CPUS"),
         tempfile.TemporaryDirectory(dir=path.parent, prefix=".risk-") as tmp,
     ):
-        work = Path(tmp) / "bands.tif"
-        with rasterio.open(work, "w+", **profile) as dst:
-            for row0, density in density_windows(
-                maker.bins, params.bandwidth_m, window_rows=params.window_rows
-            ):
-                row1 = row0 + density.shape[0]
-                window = Window(0, row0, grid.width, row1 - row0)  # type: ignore[no-untyped-call]
-                bands = maker.bands(row0, row1, density)
-                for i, band in enumerate(bands):
-                    positive = band > 0
-                    sums[i] += float(band[positive].sum(dtype=np.float64))
-                    counts[i] += int(positive.sum())
-                # every band of the window in one write: each pixel-interleaved block is written once
-                dst.write(np.stack(bands), indexes=list(range(1, len(bands) + 1)), window=window)
-            means = {
-                name: float(s / c) if c else 0.0
-                for name, s, c in zip(BAND_NAMES[:-1], sums, counts, strict=True)
-            }
-            for row0 in range(0, grid.height, params.window_rows):
-                rows = min(params.window_rows, grid.height - row0)
-                window = Window(0, row0, grid.width, rows)  # type: ignore[no-untyped-call]
-                stack = dst.read(list(range(1, len(BAND_NAMES))), window=window)
-                by_name = dict(zip(BAND_NAMES[:-1], stack, strict=True))
-                dst.write(combined_risk(by_name, means, params), len(BAND_NAMES), window=window)
-            for i, name in enumerate(BAND_NAMES):
-                dst.set_band_description(i + 1, name)
-            dst.update_tags(
-                run_id=run_id,
-                risk_formula=_FORMULA,
-                res_m=str(grid.res_m),
-                bandwidth_m=str(params.bandwidth_m),
-                half_life_days=str(params.half_life_days),
-            )
-        rasterio.shutil.copy(
-            work,
+        writer = CogWriter(
             path,
-            driver="COG",
-            compress="deflate",
-            level=6,
-            predictor="YES",
-            num_threads="ALL_CPUS",
-            blocksize=512,
-            overview_resampling="average",
-            BIGTIFF="IF_SAFER",
+            Path(tmp),
+            width=grid.width,
+            height=grid.height,
+            count=len(BAND_NAMES),
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=NODATA,
+            options=params.cog,
         )
+        # whole overview rows per window: a multiple of 2 ** (number of overview levels)
+        multiple = writer.row_multiple
+        window_rows = max(multiple, -(-params.window_rows // multiple) * multiple)
+        smoothed = Path(tmp) / "smoothed.tif"
+        means = _smoothed_pass(maker, smoothed, window_rows)
+        stack = np.zeros((len(BAND_NAMES), window_rows, grid.width), np.float32)
+        first = len(SMOOTHED_BANDS)
+        with writer, rasterio.open(smoothed) as src:
+            for row0 in range(0, grid.height, window_rows):
+                rows = min(window_rows, grid.height - row0)
+                block = stack[:, :rows]
+                window = Window(0, row0, grid.width, rows)  # type: ignore[no-untyped-call]
+                block[:first] = src.read(window=window)
+                maker.fill_layers(row0, row0 + rows, block[first], block[first + 1])
+                block[-1] = combined_risk(dict(zip(BAND_NAMES[:-1], block, strict=False)), means, params)
+                writer.write(row0, block)
+            writer.finish(BAND_NAMES, tags)
     return RiskReport(path=path, grid=grid, bands=BAND_NAMES, band_means=means)
 
 

@@ -3,10 +3,11 @@
 Prints, side by side: the windowed recency-weighted kernel density of :mod:`maps.kde` against
 the direct numpy + scipy baseline a user would write (``np.histogram2d`` of the whole grid then
 ``scipy.ndimage.gaussian_filter`` of the same bandwidth), as a ratio; the whole risk GeoTIFF
-(every band, two passes, COG copy) with its peak memory; and the size of the folium HTML map of
-the same events aggregated into 25 km cells with monthly slices. Never run by the tests.
+(every band, COG with overviews) with its peak memory, from the events alone or with synthetic
+routes, corridors and crossings (``--layers``); and the size of the folium HTML map of the same
+events aggregated into 25 km cells with monthly slices. Never run by the tests.
 
-    .venv/bin/python scripts/bench_risk.py [--events 1000000] [--res-km 1]
+    .venv/bin/python scripts/bench_risk.py [--events 1000000] [--res-km 1] [--layers] [--risk-only]
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from scipy import ndimage
 
 from maps.folium_map import build_map, save_map
@@ -40,6 +43,40 @@ def _events(n: int, seed: int = 7) -> pd.DataFrame:
     days = rng.integers(0, 730, n)
     occurred = np.datetime64("2023-01-01", "s") + days.astype("timedelta64[D]")
     return pd.DataFrame({"lon": lon, "lat": lat, "occurred_at": occurred})
+
+
+def _layers(n_routes: int = 60, n_corridors: int = 30, n_crossings: int = 400, seed: int = 11) -> RiskInputs:
+    """Synthetic routes (4 hot categories), corridors (3 kinds) and border crossings over the region.
+
+    Routes and corridors are 5-vertex lines of about 1,500 km between random places of the
+    region; crossings are random points. Only their number and spread matter for the timing.
+    """
+    rng = np.random.default_rng(seed)
+
+    def lines(n: int) -> list[shapely.LineString]:
+        start = np.column_stack([rng.uniform(-110, -40, n), rng.uniform(-50, 30, n)])
+        steps = rng.normal(0, 3.0, (n, 4, 2))
+        vertices = np.concatenate([start[:, None, :], start[:, None, :] + np.cumsum(steps, axis=1)], axis=1)
+        return [shapely.LineString(v) for v in vertices]
+
+    categories = ["new_hot", "intensifying_hot", "persistent_hot", "sporadic_hot"]
+    routes = gpd.GeoDataFrame(
+        {
+            "category": [categories[i % 4] for i in range(n_routes)],
+            "event_count": rng.integers(20, 500, n_routes),
+        },
+        geometry=lines(n_routes),
+        crs=4326,
+    )
+    kinds = ["drug", "fuel", "arms"]
+    corridors = gpd.GeoDataFrame(
+        {"kind": [kinds[i % 3] for i in range(n_corridors)]}, geometry=lines(n_corridors), crs=4326
+    )
+    crossings = gpd.GeoDataFrame(
+        geometry=shapely.points(rng.uniform(-110, -40, n_crossings), rng.uniform(-50, 30, n_crossings)),
+        crs=4326,
+    )
+    return RiskInputs(events=pd.DataFrame(), routes=routes, corridors=corridors, crossings=crossings)
 
 
 def _peak_rss_mb() -> float:
@@ -88,6 +125,11 @@ def main() -> None:
     parser.add_argument("--res-km", type=float, default=1.0)
     parser.add_argument("--bandwidth-km", type=float, default=10.0)
     parser.add_argument("--risk-only", action="store_true", help="only the risk GeoTIFF")
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="add 60 routes in 4 hot categories, 30 corridors of 3 kinds and 400 border crossings",
+    )
     args = parser.parse_args()
     events = _events(args.events)
     res_m, bandwidth_m = args.res_km * 1000.0, args.bandwidth_km * 1000.0
@@ -98,19 +140,26 @@ def main() -> None:
         f"{args.events:,} events; grid {grid.width:,} x {grid.height:,} cells of {args.res_km:g} km "
         f"({grid.width * grid.height / 1e6:.0f} M cells); Gaussian kernel sd {args.bandwidth_km:g} km"
     )
+    inputs = RiskInputs(events=events)
+    if args.layers:
+        layers = _layers()
+        inputs = RiskInputs(
+            events=events, routes=layers.routes, corridors=layers.corridors, crossings=layers.crossings
+        )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         report = write_risk_surface(
             Path(tmp) / "risk.tif",
-            RiskInputs(events=events),
+            inputs,
             RiskParams(res_m=res_m, bandwidth_m=bandwidth_m, window_rows=512),
             run_id="bench",
             grid=grid,
         )
         risk_s = time.perf_counter() - start
         size_mb = report.path.stat().st_size / 1e6
+        what = "with 60 routes, 30 corridors, 400 crossings" if args.layers else "events only"
         print(
-            f"risk GeoTIFF (12 bands, 2 passes, COG): {risk_s:6.1f} s, {size_mb:,.0f} MB, "
+            f"risk GeoTIFF (12 bands, {what}, COG with overviews): {risk_s:6.1f} s, {size_mb:,.0f} MB, "
             "(measured first: the peak is the risk stage's) "
             f"peak RSS {_peak_rss_mb():,.0f} MB"
         )

@@ -19,6 +19,7 @@ from geodata import db
 from geodata.db import SYSTEM, Scope
 from geodata.errors import InputError
 from geodata.settings import CHECKOUT_DIR, Settings, get_settings
+from maps.basemap import countries_path
 from maps.folium_map import LANGUAGES
 from maps.products import ProductParams, ProductPaths, joint_operations_for_export, make_products
 from maps.risk import RiskParams
@@ -90,6 +91,7 @@ def register(app: typer.Typer) -> None:
             language=lang,
             slice=slice_,
             risk=RiskParams(res_m=res_km * 1000.0, half_life_days=half_life_days),
+            countries_path=countries_path(settings.data_dir),
         )
         with console.status("Dibujando los mapas / drawing the maps"):
             paths = make_products(
@@ -128,7 +130,12 @@ def demo_stage(settings: Settings) -> None:
     """Write the HTML map, the PNG and the GeoTIFF of the demo data, print their paths and the
     joint-operation candidates."""
     engine = db.get_engine(settings)
-    params = ProductParams(cell_km=settings.aggregate_cell_km, k=settings.k_anonymity, slice=DEMO_SLICE)
+    params = ProductParams(
+        cell_km=settings.aggregate_cell_km,
+        k=settings.k_anonymity,
+        slice=DEMO_SLICE,
+        countries_path=countries_path(settings.data_dir),
+    )
     with console.status("Dibujando los mapas / drawing the maps"):
         paths = make_products(engine, Path(settings.state_dir) / "products", params=params)
     _print_paths(paths)

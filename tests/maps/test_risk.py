@@ -13,7 +13,7 @@ import shapely
 from pyproj import Transformer
 from scipy import ndimage
 
-from maps.kde import Grid, PointBins, kernel_density, recency_weights, to_grid_crs
+from maps.kde import CHUNK_COLS, Grid, PointBins, kernel_density, recency_weights, smooth_window, to_grid_crs
 from maps.risk import BAND_NAMES, RiskInputs, RiskParams, write_risk_surface
 
 
@@ -85,3 +85,16 @@ def test_risk_geotiff_is_georeferenced_and_tagged(tmp_path: Path) -> None:
         assert convergence[src.index(mx, my)] == pytest.approx(1.0)
         assert risk[src.index(ex, ey)] > np.median(risk)
         assert src.overviews(1) is not None  # a COG has its overview list (possibly empty when tiny)
+
+
+def test_sparse_smoothing_equals_scipy_where_chunks_are_empty() -> None:
+    # two short lines far apart and a lone cell within the kernel's reach of an empty chunk:
+    # empty chunks are skipped, the neighbours of occupied ones still get the kernel's tail
+    raw = np.zeros((90, 1_700))
+    raw[40, 100:140] = 3.0
+    raw[10:30, 1_300] = 1.0
+    raw[60, CHUNK_COLS - 2] = 5.0  # spills into the next chunk, which holds nothing itself
+    got = smooth_window(raw, 5_000.0, 1_000.0)
+    expected = ndimage.gaussian_filter(raw.astype(np.float32), sigma=5.0, mode="constant", truncate=4.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+    assert got[60, CHUNK_COLS + 5] > 0
