@@ -162,9 +162,16 @@ ANATOMY: dict[str, list[str]] = {
     "w/o GiST on geom": ["DROP INDEX events_geom_idx"],
     "w/o unique dedupe index": ["ALTER TABLE events DROP CONSTRAINT events_dedupe"],
     "w/o occurred_at b-tree": ["DROP INDEX events_occurred_idx"],
-    "w/o batch_id b-tree": ["DROP INDEX events_batch_idx"],
+    "w/o batch_id BRIN": ["DROP INDEX events_batch_idx"],
     "w/o (owner, id) b-tree": ["DROP INDEX events_owner_idx"],
-    "w/o FK to batches": ["ALTER TABLE events DROP CONSTRAINT events_batch_id_fkey"],
+    "w/o batch check triggers": ["ALTER TABLE events DISABLE TRIGGER events_batch_insert"],
+    # What 0009 replaced: the per-row foreign key and the b-tree on batch_id.
+    "as before 0009 (FK, b-tree)": [
+        "ALTER TABLE events DISABLE TRIGGER events_batch_insert", "DROP INDEX events_batch_idx",
+        "CREATE INDEX events_batch_idx ON events (batch_id)",
+        "ALTER TABLE events ADD CONSTRAINT events_batch_id_fkey FOREIGN KEY (batch_id) "
+        "REFERENCES ingest_batches (id)"],
+    "w/o WAL compression": ["SET LOCAL wal_compression = off"],
     "w/o row-level security": ["ALTER TABLE events NO FORCE ROW LEVEL SECURITY",
                                "ALTER TABLE events DISABLE ROW LEVEL SECURITY"],
 }

@@ -1,0 +1,126 @@
+"""Ingest in bulk: the batch reference checked once per statement, ``batch_id`` under BRIN.
+
+Revision ID: 0009
+Revises: 0008
+
+Two items of the anatomy in 0006 cost a bulk load seconds per million rows for work a
+statement can do once:
+
+* the foreign key ``events.batch_id -> ingest_batches.id`` fired one check (an index probe and
+  a row lock) per inserted row. It becomes statement-level triggers on the transition tables:
+  after an ``INSERT`` or ``UPDATE`` of events, the distinct batch ids of the new rows (one per
+  ``COPY`` of a batch) are looked up and locked ``FOR KEY SHARE``, as the foreign key did, and a
+  missing batch raises ``foreign_key_violation``; deleting, re-numbering or truncating batches
+  that events still reference raises the same error. The guarantee is the foreign key's: every
+  record traces to its upload batch, enforced by the database whoever writes.
+* the ``batch_id`` b-tree becomes a BRIN index (32 pages per range, summarised by autovacuum):
+  batch ids grow with insertion order, so a batch's rows sit in a few page ranges and
+  ``batch_id = X`` (alert triggers, the ``batch_id`` filter of the API, the delete check above)
+  reads only those.
+
+Everything else of ``events`` stays: the unique dedupe constraint, the checks, row-level security,
+GiST and the b-trees, the cell-count triggers.
+"""
+
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+#: Raised with the first missing batch id; the same SQLSTATE (23503) as the foreign key's.
+_MISSING = (
+    "RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', "
+    "MESSAGE = format('events reference ingest batch %s, which does not exist', {id}), "
+    "HINT = 'Insert the ingest_batches row first, in the same transaction.'"
+)
+_REFERENCED = (
+    "RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', "
+    "MESSAGE = format('ingest batch %s is still referenced by events', {id}), "
+    "HINT = 'Delete the batch''s events first.'"
+)
+
+TRIGGERS_SQL = f"""
+CREATE OR REPLACE FUNCTION rutas_events_batch_exists() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    wanted bigint[];
+    found bigint[];
+    missing bigint;
+BEGIN
+    SELECT array_agg(DISTINCT n.batch_id) INTO wanted FROM new_rows n;
+    IF wanted IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- Locked as the foreign key locks them: a concurrent delete of the batch waits for us.
+    SELECT array_agg(b.id) INTO found
+    FROM (SELECT id FROM ingest_batches WHERE id = ANY (wanted) FOR KEY SHARE) AS b;
+    IF cardinality(wanted) > coalesce(cardinality(found), 0) THEN
+        SELECT min(w) INTO missing FROM unnest(wanted) AS w WHERE w <> ALL (coalesce(found, '{{}}'));
+        {_MISSING.format(id="missing")};
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION rutas_batches_unreferenced() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    referenced bigint;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        -- After the whole TRUNCATE statement: "TRUNCATE events, ingest_batches" passes.
+        SELECT e.batch_id INTO referenced FROM events e LIMIT 1;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT e.batch_id INTO referenced FROM events e
+        WHERE e.batch_id = ANY (ARRAY(SELECT o.id FROM old_rows o)) LIMIT 1;
+    ELSE
+        SELECT e.batch_id INTO referenced FROM events e
+        WHERE e.batch_id = ANY (ARRAY(SELECT o.id FROM old_rows o
+                                      EXCEPT SELECT n.id FROM new_rows n)) LIMIT 1;
+    END IF;
+    IF referenced IS NOT NULL THEN
+        {_REFERENCED.format(id="referenced")};
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER events_batch_insert AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_events_batch_exists();
+CREATE TRIGGER events_batch_update AFTER UPDATE ON events
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_events_batch_exists();
+CREATE TRIGGER ingest_batches_delete AFTER DELETE ON ingest_batches REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_batches_unreferenced();
+CREATE TRIGGER ingest_batches_update AFTER UPDATE ON ingest_batches
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_batches_unreferenced();
+CREATE TRIGGER ingest_batches_truncate AFTER TRUNCATE ON ingest_batches
+    FOR EACH STATEMENT EXECUTE FUNCTION rutas_batches_unreferenced();
+"""
+
+
+def upgrade() -> None:
+    """Replace the per-row foreign key by statement triggers, and the batch b-tree by BRIN."""
+    op.execute("ALTER TABLE events DROP CONSTRAINT IF EXISTS events_batch_id_fkey")
+    op.execute(TRIGGERS_SQL)
+    op.execute("DROP INDEX IF EXISTS events_batch_idx")
+    op.execute("CREATE INDEX events_batch_idx ON events USING brin (batch_id) "
+               "WITH (pages_per_range = 32, autosummarize = on)")
+
+
+def downgrade() -> None:
+    """Back to the foreign key and the b-tree of 0001."""
+    for trigger, table in (("events_batch_insert", "events"), ("events_batch_update", "events"),
+                           ("ingest_batches_delete", "ingest_batches"),
+                           ("ingest_batches_update", "ingest_batches"),
+                           ("ingest_batches_truncate", "ingest_batches")):
+        op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
+    op.execute("DROP FUNCTION IF EXISTS rutas_events_batch_exists()")
+    op.execute("DROP FUNCTION IF EXISTS rutas_batches_unreferenced()")
+    op.execute("DROP INDEX IF EXISTS events_batch_idx")
+    op.execute("CREATE INDEX events_batch_idx ON events (batch_id)")
+    op.execute("ALTER TABLE events ADD CONSTRAINT events_batch_id_fkey FOREIGN KEY (batch_id) "
+               "REFERENCES ingest_batches (id)")
