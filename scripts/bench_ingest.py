@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -234,6 +235,35 @@ def _postmaster_pid(settings: Settings) -> int | None:
     return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
 
 
+def batch_lookups(engine: sa.Engine, big_batch: int, rows: int) -> list[tuple[str, float]]:
+    """Milliseconds of ``batch_id = X`` (the alerts' and the API's filter) on the BRIN index.
+
+    Looked up right after the big load (its page ranges not yet summarised, as in the load's own
+    transaction) and again once summarised (what autovacuum's autosummarize does shortly after),
+    for the big batch and for a batch of 10 events loaded after it.
+    """
+    with engine.begin() as conn:
+        small = int(conn.execute(sa.text(
+            "INSERT INTO ingest_batches (file_name, sha256, kind, source, loaded_by) "
+            "VALUES ('small', '', 'incident', 'bench-small', 'bench') RETURNING id")).scalar_one())
+        conn.execute(sa.text(
+            "INSERT INTO events (kind, occurred_at, occurred_text, date_precision, owner_country, geom, "
+            "source, dedupe_key, batch_id, source_row) SELECT 'incident', DATE '2024-01-01', '2024-01-01', "
+            "'day', 'MEX', ST_SetSRID(ST_MakePoint(-99.1, 19.4), 4326), 'bench-small', 'k' || n, :b, n "
+            "FROM generate_series(1, 10) AS n"), {"b": small})
+    timings: list[tuple[str, float]] = []
+    for when in ("unsummarised", "summarised"):
+        with engine.begin() as conn:
+            if when == "summarised":
+                conn.execute(sa.text("SELECT brin_summarize_new_values('events_batch_idx')"))
+            for label, batch in ((f"{rows:,}-row batch", big_batch),
+                                 ("10-row batch", small)):
+                start = time.perf_counter()
+                conn.execute(sa.text("SELECT count(*) FROM events WHERE batch_id = :b"), {"b": batch})
+                timings.append((f"{label}, {when}", (time.perf_counter() - start) * 1000))
+    return timings
+
+
 def run(label: str, argv: list[str], env: dict[str, str], postmaster_pid: int | None = None
         ) -> dict[str, float | str]:
     """Run a python module/script (``["python", ...]``) or a binary.
@@ -286,6 +316,7 @@ def main() -> None:
         size_mb = csv_path.stat().st_size / 1e6
         print(f"{args.rows:,} rows, {size_mb:.0f} MB of CSV; database {name}", flush=True)
 
+        lookups: list[tuple[str, float]] = []
         if not args.anatomy_only:
             rutas = run("rutas ingest", ["python", "scripts.cli", "ingest", str(csv_path), "--kind",
                                          "incident", "--country", "MEX", "--source", "bench", "--json"],
@@ -293,6 +324,7 @@ def main() -> None:
             report = json.loads(str(rutas["stdout"]).splitlines()[-1])
             assert report["accepted"] == args.rows, report
             results.append(rutas)
+            lookups = batch_lookups(engine, int(report["batch_id"]), args.rows)
 
         with engine.begin() as conn:
             # The same starting point as rutas ingest had: an empty events table.
@@ -375,6 +407,10 @@ def main() -> None:
     print(f"load average after the run: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     for table, loaded in indexed.items():
         assert loaded == args.rows, f"{table} holds {loaded} rows, not {args.rows}"
+    if lookups:
+        print("\nbatch_id = X on the BRIN index (count of the batch's events):")
+        for label, ms in lookups:
+            print(f"  {label:<40}{ms:>10.1f} ms")
     if anatomy:
         full, full_cpu = anatomy[0][1], anatomy[0][2]
         print(f"\n{'raw COPY into events':<30}{'seconds':>10}{'saved s':>10}{'server CPU s':>14}"

@@ -87,25 +87,31 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER events_batch_insert AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rutas_events_batch_exists();
-CREATE TRIGGER events_batch_update AFTER UPDATE ON events
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rutas_events_batch_exists();
-CREATE TRIGGER ingest_batches_delete AFTER DELETE ON ingest_batches REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rutas_batches_unreferenced();
-CREATE TRIGGER ingest_batches_update AFTER UPDATE ON ingest_batches
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rutas_batches_unreferenced();
-CREATE TRIGGER ingest_batches_truncate AFTER TRUNCATE ON ingest_batches
-    FOR EACH STATEMENT EXECUTE FUNCTION rutas_batches_unreferenced();
 """
+
+#: (trigger, table, timing and transition tables, function): created by upgrade, dropped by downgrade.
+TRIGGERS = (
+    ("events_batch_insert", "events", "AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows",
+     "rutas_events_batch_exists"),
+    ("events_batch_update", "events",
+     "AFTER UPDATE ON events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+     "rutas_events_batch_exists"),
+    ("ingest_batches_delete", "ingest_batches",
+     "AFTER DELETE ON ingest_batches REFERENCING OLD TABLE AS old_rows", "rutas_batches_unreferenced"),
+    ("ingest_batches_update", "ingest_batches",
+     "AFTER UPDATE ON ingest_batches REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+     "rutas_batches_unreferenced"),
+    ("ingest_batches_truncate", "ingest_batches", "AFTER TRUNCATE ON ingest_batches",
+     "rutas_batches_unreferenced"),
+)
 
 
 def upgrade() -> None:
     """Replace the per-row foreign key by statement triggers, and the batch b-tree by BRIN."""
     op.execute("ALTER TABLE events DROP CONSTRAINT IF EXISTS events_batch_id_fkey")
     op.execute(TRIGGERS_SQL)
+    for trigger, _table, timing, function in TRIGGERS:
+        op.execute(f"CREATE TRIGGER {trigger} {timing} FOR EACH STATEMENT EXECUTE FUNCTION {function}()")
     op.execute("DROP INDEX IF EXISTS events_batch_idx")
     op.execute("CREATE INDEX events_batch_idx ON events USING brin (batch_id) "
                "WITH (pages_per_range = 32, autosummarize = on)")
@@ -113,10 +119,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Back to the foreign key and the b-tree of 0001."""
-    for trigger, table in (("events_batch_insert", "events"), ("events_batch_update", "events"),
-                           ("ingest_batches_delete", "ingest_batches"),
-                           ("ingest_batches_update", "ingest_batches"),
-                           ("ingest_batches_truncate", "ingest_batches")):
+    for trigger, table, _timing, _function in TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
     op.execute("DROP FUNCTION IF EXISTS rutas_events_batch_exists()")
     op.execute("DROP FUNCTION IF EXISTS rutas_batches_unreferenced()")
