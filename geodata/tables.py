@@ -60,7 +60,8 @@ events = sa.Table(
     sa.Column("attributes", pg.JSONB, nullable=False, server_default="{}"),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("source_record_id", sa.Text, nullable=True),
-    sa.Column("dedupe_key", sa.Text, nullable=False),
+    # Compared byte-wise (collation "C", migration 0009): the unique index's inserts stay cheap.
+    sa.Column("dedupe_key", sa.Text(collation="C"), nullable=False),
     # References ingest_batches.id: enforced per statement by triggers (migration 0009), not a
     # per-row foreign key, so a COPY of a batch checks its batch once.
     sa.Column("batch_id", sa.BigInteger, nullable=False),
@@ -73,9 +74,7 @@ events = sa.Table(
 )
 sa.Index("events_geom_idx", events.c.geom, postgresql_using="gist")
 sa.Index("events_occurred_idx", events.c.occurred_at)
-# BRIN: batch ids grow with insertion order, so a batch's rows sit in a few page ranges.
-sa.Index("events_batch_idx", events.c.batch_id, postgresql_using="brin",
-         postgresql_with={"pages_per_range": 32, "autosummarize": "on"})
+sa.Index("events_batch_idx", events.c.batch_id)
 
 # --- reference layers and snapping (issue 3) ------------------------------------------------
 
