@@ -11,14 +11,18 @@ here):
 * like against like: ``to_postgis`` and ``ogr2ogr`` again, appending into an empty table with as
   many indexes of the same kinds as ``events`` (identity primary key, a unique text key as the
   dedupe index, GiST on the points, b-trees on the date, on a small integer as ``batch_id`` and on
-  (text, id) as ``(owner_country, id)``); ``events`` also has a foreign key, checks, row-level
-  security and the cell-count triggers, which these tables do not;
+  (text, id) as ``(owner_country, id)``); ``events`` also has the batch-reference triggers,
+  checks, row-level security and the cell-count triggers, which these tables do not;
 * with ``--anatomy``, raw ``COPY`` into ``events`` again with one index, constraint or trigger
-  dropped at a time (inside a rolled-back transaction), to show where the time goes.
+  dropped (or changed back to what migration 0009 replaced) at a time, inside a rolled-back
+  transaction, to show where the time goes; ``--anatomy-only`` runs just that;
+* ``batch_id = X`` lookups after the load, before and after ``ANALYZE``.
 
-Each tool runs in its own process so that its peak memory (max RSS) is its own. Run::
+Each tool runs in its own process so that its peak memory (max RSS) is its own; beside wall-clock
+seconds the table gives the CPU seconds of the tool's processes and of its server backends,
+steadier than wall-clock time on a shared machine. Run::
 
-    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--skip-slow] [--anatomy]
+    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--skip-slow] [--anatomy] [--anatomy-only]
 """
 
 from __future__ import annotations
