@@ -11,14 +11,18 @@ here):
 * like against like: ``to_postgis`` and ``ogr2ogr`` again, appending into an empty table with as
   many indexes of the same kinds as ``events`` (identity primary key, a unique text key as the
   dedupe index, GiST on the points, b-trees on the date, on a small integer as ``batch_id`` and on
-  (text, id) as ``(owner_country, id)``); ``events`` also has a foreign key, checks, row-level
-  security and the cell-count triggers, which these tables do not;
+  (text, id) as ``(owner_country, id)``); ``events`` also has the batch-reference triggers,
+  checks, row-level security and the cell-count triggers, which these tables do not;
 * with ``--anatomy``, raw ``COPY`` into ``events`` again with one index, constraint or trigger
-  dropped at a time (inside a rolled-back transaction), to show where the time goes.
+  dropped (or changed back to what migration 0009 replaced) at a time, inside a rolled-back
+  transaction, to show where the time goes; ``--anatomy-only`` runs just that;
+* ``batch_id = X`` lookups after the load, before and after ``ANALYZE``.
 
-Each tool runs in its own process so that its peak memory (max RSS) is its own. Run::
+Each tool runs in its own process so that its peak memory (max RSS) is its own; beside wall-clock
+seconds the table gives the CPU seconds of the tool's processes and of its server backends,
+steadier than wall-clock time on a shared machine. Run::
 
-    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--skip-slow] [--anatomy]
+    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--skip-slow] [--anatomy] [--anatomy-only]
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -38,8 +44,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from geodata import db
-from geodata.settings import CHECKOUT_DIR, get_settings
+from geodata import cluster, db
+from geodata.settings import CHECKOUT_DIR, Settings, get_settings
 
 #: Places (lat, lon) the synthetic incidents scatter around (within ~0.3 degrees).
 PLACES = np.array([(14.9054, -92.2630), (19.4326, -99.1332), (31.6904, -106.4245), (8.4500, -77.3000),
@@ -163,8 +169,17 @@ ANATOMY: dict[str, list[str]] = {
     "w/o unique dedupe index": ["ALTER TABLE events DROP CONSTRAINT events_dedupe"],
     "w/o occurred_at b-tree": ["DROP INDEX events_occurred_idx"],
     "w/o batch_id b-tree": ["DROP INDEX events_batch_idx"],
+    "batch_id BRIN, not b-tree": ["DROP INDEX events_batch_idx", "CREATE INDEX events_batch_idx ON events "
+                                  "USING brin (batch_id) WITH (pages_per_range = 32)"],
     "w/o (owner, id) b-tree": ["DROP INDEX events_owner_idx"],
-    "w/o FK to batches": ["ALTER TABLE events DROP CONSTRAINT events_batch_id_fkey"],
+    "w/o batch check triggers": ["ALTER TABLE events DISABLE TRIGGER events_batch_insert"],
+    # What 0009 replaced: the per-row foreign key, strcoll comparisons of dedupe keys.
+    "as before 0009": [
+        "ALTER TABLE events DISABLE TRIGGER events_batch_insert",
+        "ALTER TABLE events ADD CONSTRAINT events_batch_id_fkey FOREIGN KEY (batch_id) "
+        "REFERENCES ingest_batches (id)",
+        'ALTER TABLE events ALTER COLUMN dedupe_key TYPE text COLLATE "default"'],
+    "dedupe_key in db collation": ['ALTER TABLE events ALTER COLUMN dedupe_key TYPE text COLLATE "default"'],
     "w/o row-level security": ["ALTER TABLE events NO FORCE ROW LEVEL SECURITY",
                                "ALTER TABLE events DISABLE ROW LEVEL SECURITY"],
 }
@@ -206,17 +221,77 @@ _MEASURE_BINARY = (
 )
 
 
-def run(label: str, argv: list[str], env: dict[str, str]) -> dict[str, float | str]:
-    """Run a python module/script (``["python", ...]``) or a binary; seconds and peak RSS (MB)."""
+def server_cpu_seconds(postmaster_pid: int | None) -> float:
+    """CPU seconds (user + system) of the server's ended backends so far; NaN when unknown.
+
+    The postmaster reaps every backend, so its children's CPU (``cutime + cstime``) grows by what
+    a tool's connections used once they close. On a machine shared with other work, CPU seconds
+    vary far less than wall-clock seconds.
+    """
+    if postmaster_pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{postmaster_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postmaster_pid(settings: Settings) -> int | None:
+    """Process id of the embedded server (None for a server elsewhere)."""
+    if not settings.embedded:
+        return None
+    pid_file = cluster.embedded_cluster(settings).data_dir / "postmaster.pid"
+    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+
+
+def batch_lookups(engine: sa.Engine, big_batch: int, rows: int) -> list[tuple[str, float]]:
+    """Milliseconds of ``batch_id = X`` (the alerts' and the API's filter) after a bulk load.
+
+    Looked up right after the big load, before autovacuum has analysed the table (as in the
+    load's own transaction), and again after ``ANALYZE``, for the big batch and for a batch of
+    10 events loaded after it.
+    """
+    with engine.begin() as conn:
+        small = int(conn.execute(sa.text(
+            "INSERT INTO ingest_batches (file_name, sha256, kind, source, loaded_by) "
+            "VALUES ('small', '', 'incident', 'bench-small', 'bench') RETURNING id")).scalar_one())
+        conn.execute(sa.text(
+            "INSERT INTO events (kind, occurred_at, occurred_text, date_precision, owner_country, geom, "
+            "source, dedupe_key, batch_id, source_row) SELECT 'incident', DATE '2024-01-01', '2024-01-01', "
+            "'day', 'MEX', ST_SetSRID(ST_MakePoint(-99.1, 19.4), 4326), 'bench-small', 'k' || n, :b, n "
+            "FROM generate_series(1, 10) AS n"), {"b": small})
+    timings: list[tuple[str, float]] = []
+    for when in ("before ANALYZE", "after ANALYZE"):
+        with engine.begin() as conn:
+            if when == "after ANALYZE":
+                conn.execute(sa.text("ANALYZE events"))
+            for label, batch in ((f"{rows:,}-row batch", big_batch),
+                                 ("10-row batch", small)):
+                start = time.perf_counter()
+                conn.execute(sa.text("SELECT count(*) FROM events WHERE batch_id = :b"), {"b": batch})
+                timings.append((f"{label}, {when}", (time.perf_counter() - start) * 1000))
+    return timings
+
+
+def run(label: str, argv: list[str], env: dict[str, str], postmaster_pid: int | None = None
+        ) -> dict[str, float | str]:
+    """Run a python module/script (``["python", ...]``) or a binary.
+
+    Returns seconds, peak RSS (MB), the client's CPU seconds (the process and what it waited
+    for) and the server's CPU seconds (the tool's backends, see :func:`server_cpu_seconds`).
+    """
     if argv[0] == "python":
         command = [sys.executable, "-c", _MEASURE, *argv[1:]]
     else:
         command = [sys.executable, "-c", _MEASURE_BINARY, *argv]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = server_cpu_seconds(postmaster_pid)
     result = subprocess.run(command, cwd=CHECKOUT_DIR, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds, rss_kb = result.stderr.strip().splitlines()[-1].split()[1:]
-    return {"tool": label, "seconds": float(seconds), "rss_mb": int(rss_kb) / 1024, "stdout": result.stdout}
+    return {"tool": label, "seconds": float(seconds), "rss_mb": int(rss_kb) / 1024, "stdout": result.stdout,
+            "client_cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            "server_cpu": server_cpu_seconds(postmaster_pid) - server_before}
 
 
 def main() -> None:
@@ -226,7 +301,9 @@ def main() -> None:
     parser.add_argument("--skip-slow", action="store_true", help="skip to_postgis and ogr2ogr")
     parser.add_argument("--anatomy", action="store_true",
                         help="also time raw COPY into events with each index/constraint/trigger dropped")
+    parser.add_argument("--anatomy-only", action="store_true", help="only the --anatomy figures")
     args = parser.parse_args()
+    args.anatomy = args.anatomy or args.anatomy_only
 
     base = get_settings()
     server = make_url(db.database_url(base))
@@ -237,6 +314,7 @@ def main() -> None:
     engine = db.get_engine(settings)
     plain_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     env = dict(os.environ, RUTAS_DATABASE_URL=url)
+    pid = _postmaster_pid(base)
     work = Path(tempfile.mkdtemp(prefix="rutas-bench-"))
     results: list[dict[str, float | str]] = []
     try:
@@ -245,11 +323,15 @@ def main() -> None:
         size_mb = csv_path.stat().st_size / 1e6
         print(f"{args.rows:,} rows, {size_mb:.0f} MB of CSV; database {name}", flush=True)
 
-        rutas = run("rutas ingest", ["python", "scripts.cli", "ingest", str(csv_path), "--kind", "incident",
-                                     "--country", "MEX", "--source", "bench", "--json"], env)
-        report = json.loads(str(rutas["stdout"]).splitlines()[-1])
-        assert report["accepted"] == args.rows, report
-        results.append(rutas)
+        lookups: list[tuple[str, float]] = []
+        if not args.anatomy_only:
+            rutas = run("rutas ingest", ["python", "scripts.cli", "ingest", str(csv_path), "--kind",
+                                         "incident", "--country", "MEX", "--source", "bench", "--json"],
+                        env, pid)
+            report = json.loads(str(rutas["stdout"]).splitlines()[-1])
+            assert report["accepted"] == args.rows, report
+            results.append(rutas)
+            lookups = batch_lookups(engine, int(report["batch_id"]), args.rows)
 
         with engine.begin() as conn:
             # The same starting point as rutas ingest had: an empty events table.
@@ -261,36 +343,40 @@ def main() -> None:
         make_copy_input(csv_path, copy_input, int(batch))
         script = work / "raw_copy.py"
         script.write_text(RAW_COPY_SCRIPT)
-        results.append(run("raw COPY into events", ["python", str(script), plain_url, str(copy_input),
-                                                    "events"], env))
-        with engine.begin() as conn:
-            conn.execute(sa.text(
-                "CREATE TABLE events_bare (LIKE events INCLUDING DEFAULTS INCLUDING IDENTITY)"))
-        results.append(run("raw COPY, table w/o indexes", ["python", str(script), plain_url, str(copy_input),
-                                                           "events_bare"], env))
-        anatomy: list[tuple[str, float]] = []
+        if not args.anatomy_only:
+            results.append(run("raw COPY into events", ["python", str(script), plain_url, str(copy_input),
+                                                        "events"], env, pid))
+            with engine.begin() as conn:
+                conn.execute(sa.text(
+                    "CREATE TABLE events_bare (LIKE events INCLUDING DEFAULTS INCLUDING IDENTITY)"))
+            results.append(run("raw COPY, table w/o indexes", ["python", str(script), plain_url,
+                                                               str(copy_input), "events_bare"], env, pid))
+        anatomy: list[tuple[str, float, float]] = []
         indexed: dict[str, int] = {}
         if args.anatomy:
             script = work / "anatomy.py"
             script.write_text(ANATOMY_SCRIPT)
             with engine.begin() as conn:
                 conn.execute(sa.text("TRUNCATE events CASCADE"))
+            # A first COPY warms the server (caches, the table's files) so the items compare alike.
+            run("warm-up", ["python", str(script), plain_url, str(copy_input)], env, pid)
             for label, statements in ANATOMY.items():
-                done = run(label, ["python", str(script), plain_url, str(copy_input), *statements], env)
-                anatomy.append((label, float(str(done["stdout"]).strip())))
-        script = work / "check_only.py"
-        script.write_text(CHECK_ONLY_SCRIPT)
-        results.append(run("rutas read+check, no DB", ["python", str(script), str(csv_path)], env))
+                done = run(label, ["python", str(script), plain_url, str(copy_input), *statements], env, pid)
+                anatomy.append((label, float(str(done["stdout"]).strip()), float(done["server_cpu"])))
+        if not args.anatomy_only:
+            script = work / "check_only.py"
+            script.write_text(CHECK_ONLY_SCRIPT)
+            results.append(run("rutas read+check, no DB", ["python", str(script), str(csv_path)], env, pid))
 
-        if not args.skip_slow:
+        if not args.skip_slow and not args.anatomy_only:
             script = work / "to_postgis.py"
             script.write_text(TO_POSTGIS_SCRIPT)
             results.append(run("GeoDataFrame.to_postgis", ["python", str(script), url, str(csv_path),
-                                                           "bench_to_postgis", "replace"], env))
+                                                           "bench_to_postgis", "replace"], env, pid))
             with engine.begin() as conn:
                 indexed_like(conn, "bench_to_postgis", "bench_to_postgis_indexed", "geometry", "rowid")
-            results.append(run("to_postgis, events' indexes", ["python", str(script), url, str(csv_path),
-                                                               "bench_to_postgis_indexed", "append"], env))
+            results.append(run("to_postgis, events' indexes", [
+                "python", str(script), url, str(csv_path), "bench_to_postgis_indexed", "append"], env, pid))
             if shutil.which("ogr2ogr"):
                 pg = (f"PG:dbname={name} host={server.query.get('host', server.host or 'localhost')} "
                       f"port={server.port or 5432} user={server.username or 'postgres'}")
@@ -298,7 +384,7 @@ def main() -> None:
                     "ogr2ogr", "-f", "PostgreSQL", pg, str(csv_path), "-nln", "bench_ogr2ogr",
                     "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
                     "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326", "-lco", "GEOMETRY_NAME=geom",
-                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env))
+                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env, pid))
                 with engine.begin() as conn:
                     indexed_like(conn, "bench_ogr2ogr", "bench_ogr2ogr_indexed", "geom", "ogc_fid")
                 results.append(run("ogr2ogr, events' indexes", [
@@ -306,7 +392,7 @@ def main() -> None:
                     "-nln", "bench_ogr2ogr_indexed",
                     "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
                     "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326",
-                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env))
+                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env, pid))
         with engine.connect() as conn:
             for table in ("bench_to_postgis_indexed", "bench_ogr2ogr_indexed"):
                 if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
@@ -316,20 +402,28 @@ def main() -> None:
         db.drop_database(url)
         shutil.rmtree(work, ignore_errors=True)
 
-    ours = float(results[0]["seconds"])
-    print(f"\n{'tool':<30}{'seconds':>10}{'rows/s':>12}{'x rutas time':>14}{'peak RSS MB':>13}")
+    ours = float(results[0]["seconds"]) if results else 1.0
+    print(f"\n{'tool':<30}{'seconds':>10}{'rows/s':>12}{'x rutas time':>14}{'peak RSS MB':>13}"
+          f"{'client CPU s':>14}{'server CPU s':>14}")
     for r in results:
         seconds = float(r["seconds"])
         print(f"{r['tool']!s:<30}{seconds:>10.2f}{args.rows / seconds:>12,.0f}{seconds / ours:>14.2f}"
-              f"{float(r['rss_mb']):>13.0f}")
-    print("\n(x rutas time: the tool's time divided by rutas ingest's; above 1 means slower than rutas)")
+              f"{float(r['rss_mb']):>13.0f}{float(r['client_cpu']):>14.2f}{float(r['server_cpu']):>14.2f}")
+    print("\n(x rutas time: the tool's time divided by rutas ingest's; above 1 means slower than rutas;"
+          "\n CPU: user + system seconds of the tool's processes and of its server backends)")
+    print(f"load average after the run: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     for table, loaded in indexed.items():
         assert loaded == args.rows, f"{table} holds {loaded} rows, not {args.rows}"
+    if lookups:
+        print("\nbatch_id = X (count of the batch's events):")
+        for label, ms in lookups:
+            print(f"  {label:<40}{ms:>10.1f} ms")
     if anatomy:
-        full = anatomy[0][1]
-        print(f"\n{'raw COPY into events':<28}{'seconds':>10}{'saved s':>10}")
-        for label, seconds in anatomy:
-            print(f"{label:<28}{seconds:>10.2f}{full - seconds:>10.2f}")
+        full, full_cpu = anatomy[0][1], anatomy[0][2]
+        print(f"\n{'raw COPY into events':<30}{'seconds':>10}{'saved s':>10}{'server CPU s':>14}"
+              f"{'saved CPU s':>13}")
+        for label, seconds, cpu in anatomy:
+            print(f"{label:<30}{seconds:>10.2f}{full - seconds:>10.2f}{cpu:>14.2f}{full_cpu - cpu:>13.2f}")
 
 
 if __name__ == "__main__":

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import typer
 
 from geodata import cluster, db
 from geodata.settings import get_settings
 from scripts.console import friendly_errors, out
 
-app = typer.Typer(
+# Private: ``scripts.cli.app`` (module ``__getattr__`` below) is this with every command registered.
+_app = typer.Typer(
     name="rutas",
     help="Rutas: migratory-route intelligence / inteligencia de rutas migratorias.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="The PostGIS store / El almacén PostGIS.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
+_app.add_typer(db_app, name="db")
+_registered: set[str] = set()
 
 
 @db_app.command("upgrade")
@@ -57,38 +62,47 @@ def db_url() -> None:
     out.print(db.database_url(get_settings()), highlight=False)
 
 
-from scripts import cli_network  # noqa: E402
+#: Command modules in the order ``rutas --help`` lists them, with the top-level commands each adds.
+#: A command imports only its own module: ``rutas ingest`` does not pay for the API, the maps or
+#: the analysis (seconds of start-up on a busy machine).
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "cli_network": ("load", "snap"),
+    "cli_api": ("serve", "share", "keys", "audit"),
+    "cli_ingest": ("ingest",),
+    "cli_routes": ("scenario", "run", "export"),
+    "cli_demo": ("demo",),
+    "cli_maps": ("maps",),
+    "cli_alerts": ("alerts",),
+}
 
-cli_network.register(app)
 
-from scripts import cli_api  # noqa: E402
+def build_app(command: str | None = None) -> typer.Typer:
+    """The ``rutas`` command line with every command, or only ``db`` and ``command``'s module.
 
-cli_api.register(app)
+    An unknown or missing ``command`` (``rutas --help``, a typo) gets every command, so help
+    and "no such command" read as always; ``db`` needs no module.
+    """
+    modules = [name for name, commands in COMMAND_MODULES.items() if command in commands]
+    if not modules and command != "db":
+        modules = list(COMMAND_MODULES)
+    for name in modules:
+        if name not in _registered:
+            importlib.import_module(f"scripts.{name}").register(_app)
+            _registered.add(name)
+    return _app
 
-from scripts import cli_ingest  # noqa: E402
 
-cli_ingest.register(app)
-
-from scripts import cli_routes  # noqa: E402
-
-cli_routes.register(app)
-
-from scripts import cli_demo  # noqa: E402
-
-cli_demo.register(app)
-
-from scripts import cli_maps  # noqa: E402
-
-cli_maps.register(app)
-
-from scripts import cli_alerts  # noqa: E402
-
-cli_alerts.register(app)
+def __getattr__(name: str) -> typer.Typer:
+    """``scripts.cli.app`` imported from elsewhere (tests, embedding): every command registered."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    """Entry point of the console script."""
-    app()
+    """Entry point of the console script: registers only the command being run, then runs it."""
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    build_app(command)()
 
 
 if __name__ == "__main__":
