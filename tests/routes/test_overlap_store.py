@@ -448,7 +448,7 @@ def test_the_upgrade_coarsens_the_periods_of_crossings_stored_before_it(
                 )
                 for routes in candidates
             ]
-            command.downgrade(alembic_config(conn), "0008")
+            command.downgrade(alembic_config(conn), "0009")
             command.upgrade(alembic_config(conn), "head")
             periods = conn.execute(
                 sa.text(

@@ -1,7 +1,7 @@
 """Joint-operation candidates at border sectors, stored per run next to the crossings' ones.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 
 A border sector is a stored border segment (``border_segments``, the same object an alert
 subscription fences with ``border_segment_id``), or several contiguous segments of the same
@@ -29,7 +29,7 @@ from geoalchemy2 import Geometry
 from sqlalchemy.dialects import postgresql as pg
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
