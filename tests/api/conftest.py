@@ -225,6 +225,9 @@ class Products:
     #: joint-operation id to (run id, the zone ids covering its crossing, base score); the latest
     #: run's second holds a count under k (stored as null)
     joint: dict[int, tuple[int, list[int], float]] = field(default_factory=dict)
+    #: joint-sector id to (run id, the zone ids its sector crosses, base score); the latest run's
+    #: second holds a count under k (stored as null)
+    sectors: dict[int, tuple[int, list[int], float]] = field(default_factory=dict)
 
 
 def expected_corridor(role: str, country: str | None, owner: str) -> bool:
@@ -287,7 +290,8 @@ def _route(conn: sa.Connection, run_id: int, key: str, category: str, trend: str
 def seed_products(engine: Engine, world: list[Record]) -> Products:
     """Three runs, three routes over the seeded records, one corridor per country, convergence zones
     (latest run: one from COL and VEN corridors, one from PER's; old run: one from COL's) and
-    joint-operation candidates (three of the latest run, one of the old run)."""
+    joint-operation candidates at crossings (three of the latest run, one of the old run) and at
+    border sectors (two of the latest run, one of the old run)."""
     with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE analysis_runs RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM reference_layers WHERE kind = 'corridors'"))
@@ -360,8 +364,28 @@ def seed_products(engine: Engine, world: list[Record]) -> Products:
                 {"run": run, "records": records, "route": route_a, "base": base, "lon": lon},
             ).scalar_one()
             joint[int(jid)] = (run, covering, base)
+        sectors: dict[int, tuple[int, list[int], float]] = {}
+        # (run, records by country, west lon of the sector's line, base score, zones it crosses)
+        for run, records, west, base, covering in (
+            (latest, '{"COL": 12, "VEN": 14}', -72.42, 0.45, [zone_ids[0]]),
+            (latest, '{"VEN": null, "PER": 15}', -72.11, 0.35, []),
+            (old, '{"COL": 12, "VEN": 11}', -72.42, 0.25, [zone_ids[2]]),
+        ):
+            sid = conn.execute(
+                sa.text(
+                    "INSERT INTO joint_sectors (run_id, border_segment_id, border_segment_ids, name, "
+                    "country_a, country_b, countries, records_by_country, route_ids, crossing_ids, "
+                    "period_start, period_end, base_score, geom) VALUES (:run, 7, ARRAY[7, 8]::bigint[], "
+                    "'Tramo tests', 'COL', 'VEN', 'COL,VEN', CAST(:records AS jsonb), "
+                    "ARRAY[:route]::bigint[], ARRAY[1]::bigint[], now() - interval '90 days', "
+                    "now() - interval '10 days', :base, ST_Multi(ST_SetSRID(ST_MakeLine("
+                    "ST_MakePoint(:west, 7.58), ST_MakePoint(:west + 0.05, 7.62)), 4326))) RETURNING id"
+                ),
+                {"run": run, "records": records, "route": route_a, "base": base, "west": west},
+            ).scalar_one()
+            sectors[int(sid)] = (run, covering, base)
     latest_routes = sorted(list(routes)[1:])
-    return Products(old, latest, failed, routes, latest_routes, corridors, zones, joint)
+    return Products(old, latest, failed, routes, latest_routes, corridors, zones, joint, sectors)
 
 
 @pytest.fixture(scope="module")
