@@ -26,7 +26,7 @@ from routes.disclosure import (
     ROUTE_TREND_SQL,
     ROUTE_TREND_SUPPRESSED_SQL,
 )
-from routes.overlap import ZONE_WEIGHT
+from routes.overlap import BORDER_SECTOR, CROSSING, ZONE_WEIGHT
 
 RECORD_ROLES = frozenset({"admin", "steward", "prosecutor"})
 ALL_ROLES = frozenset({"admin", "steward", "prosecutor", "border_authority", "analyst"})
@@ -376,65 +376,125 @@ _JOINT_PERIOD_START_SQL = (f"(SELECT min({ROUTE_FIRST_EVENT_SQL}) FROM routes r 
 _JOINT_PERIOD_END_SQL = (f"(SELECT max({ROUTE_LAST_EVENT_SQL}) FROM routes r {ROUTE_SCOPE_SQL} "
                          "WHERE r.id = ANY(p.route_ids))")
 
-JOINT_OPERATIONS = Collection(
-    id="joint-operations",
-    title="Joint-operation candidates / Candidatas a operaciones conjuntas",
-    description=(
-        "Border crossings (EPSG:4326 points) where routes carry records of two or more countries' offices, "
-        "per analysis run; the latest run's unless a filter names run_id or latest. Every role sees them: "
-        "records_by_country holds counts per office, those under k as the text '<k'. in_convergence_zone "
-        "and the score's corridor term (+0.15 on base_score) come from the convergence zones the reader "
-        "may see. When a count is under k, base_score and score (which would give it back) are null and "
-        "score_suppressed is true; period_start/period_end are its routes' first/last event dates as "
-        "the caller sees them (coarsened like the routes'). Every read is audited."
-    ),
-    from_sql=f"joint_operations p {_PRODUCT_RUN_SQL}",
-    id_sql="p.id",
-    geom_sql="p.geom",
+#: What a crossing's and a sector's candidate share: the properties, queryables and tile text columns.
+_JOINT_PROPERTIES = {
+    **_LATEST_PROPERTIES,
+    "name": "p.name",
+    "countries": "p.countries",
+    "records_by_country": _RECORDS_BY_COUNTRY_SQL,
+    "route_ids": "p.route_ids",
+    "period_start": _JOINT_PERIOD_START_SQL,
+    "period_end": _JOINT_PERIOD_END_SQL,
+    "in_convergence_zone": _IN_ZONE_SQL,
+    "base_score": _JOINT_BASE_SCORE_SQL,
+    "score": _JOINT_SCORE_SQL,
+    "score_suppressed": f"(NOT {_JOINT_COUNTS_SHOWN_SQL})",
+}
+_JOINT_QUERYABLES = [
+    _q("id", "p.id", "integer"),
+    *_LATEST_QUERYABLES,
+    _q("countries", "p.countries", "string", "ISO3 codes joined by commas, e.g. COL,VEN"),
+    _q("period_start", _JOINT_PERIOD_START_SQL, "datetime",
+       "first event of its routes (coarsened as the routes' first_event)"),
+    _q("period_end", _JOINT_PERIOD_END_SQL, "datetime",
+       "last event of its routes (coarsened as the routes' last_event)"),
+    _q("in_convergence_zone", _IN_ZONE_SQL, "boolean",
+       "within a convergence zone the caller may see"),
+    _q("base_score", _JOINT_BASE_SCORE_SQL, "number",
+       "score without the corridor term; null (and not matched) when a count is under k"),
+    _q("score", _JOINT_SCORE_SQL, "number",
+       "base_score + 0.15 inside a convergence zone the caller sees; null when a count is under k"),
+]
+_JOINT_TILE_TEXT = frozenset({"records_by_country", "route_ids", "period_start", "period_end"})
+#: The rule both kinds of candidate are served under, for the collections' descriptions.
+_JOINT_RULE = (
+    "per analysis run; the latest run's unless a filter names run_id or latest. Every role sees them: "
+    "records_by_country holds counts per office, those under k as the text '<k'. in_convergence_zone "
+    "and the score's corridor term (+0.15 on base_score) come from the convergence zones the reader "
+    "may see. When a count is under k, base_score and score (which would give it back) are null and "
+    "score_suppressed is true; period_start/period_end are its routes' first/last event dates as "
+    "the caller sees them (coarsened like the routes'). Every read is audited."
+)
+
+
+def _joint_collection(
+    cid: str, title: str, what: str, *, table: str, candidate_type: str, geometry_type: str,
+    properties: dict[str, str], queryables: list[tuple[str, Queryable]], tile_text: frozenset[str],
+) -> Collection:
+    """A collection of joint-operation candidates stored in ``table`` (alias ``p``, EPSG:4326), served
+    under the crossing candidates' rule, with ``candidate_type`` (a constant, queryable) and the
+    columns of its own kind (``properties``, ``queryables``, ``tile_text``) added."""
+    kind = f"CAST('{candidate_type}' AS text)"
+    return Collection(
+        id=cid,
+        title=title,
+        description=f"{what}, {_JOINT_RULE}",
+        from_sql=f"{table} p {_PRODUCT_RUN_SQL}",
+        id_sql="p.id",
+        geom_sql="p.geom",
+        geometry_type=geometry_type,
+        properties={"candidate_type": kind, **_JOINT_PROPERTIES, **properties},
+        queryables=dict([
+            *queryables,
+            _q("candidate_type", kind, "string", f"{candidate_type} (crossing or border_sector)"),
+            *_JOINT_QUERYABLES,
+        ]),
+        required_table=table,
+        audited=True,
+        tile_text=_JOINT_TILE_TEXT | tile_text,
+        latest_by_default=True,
+    )
+
+
+JOINT_OPERATIONS = _joint_collection(
+    "joint-operations",
+    "Joint-operation candidates / Candidatas a operaciones conjuntas",
+    "Border crossings (EPSG:4326 points) where routes carry records of two or more countries' offices "
+    "(candidate_type crossing; the border sectors are the joint-sectors collection)",
+    table="joint_operations",
+    candidate_type=CROSSING,
     geometry_type="Point",
-    properties={
-        **_LATEST_PROPERTIES,
-        "crossing_id": "p.crossing_id",
-        "name": "p.name",
-        "countries": "p.countries",
-        "records_by_country": _RECORDS_BY_COUNTRY_SQL,
-        "route_ids": "p.route_ids",
-        "period_start": _JOINT_PERIOD_START_SQL,
-        "period_end": _JOINT_PERIOD_END_SQL,
-        "in_convergence_zone": _IN_ZONE_SQL,
-        "base_score": _JOINT_BASE_SCORE_SQL,
-        "score": _JOINT_SCORE_SQL,
-        "score_suppressed": f"(NOT {_JOINT_COUNTS_SHOWN_SQL})",
-    },
-    queryables=dict([
+    properties={"crossing_id": "p.crossing_id"},
+    queryables=[
         _q("geom", "p.geom", "geometry", "The crossing (EPSG:4326)"),
-        _q("id", "p.id", "integer"),
-        *_LATEST_QUERYABLES,
         _q("crossing_id", "p.crossing_id", "integer"),
         _q("name", "p.name", "string", "the crossing's name"),
-        _q("countries", "p.countries", "string", "ISO3 codes joined by commas, e.g. COL,VEN"),
-        _q("period_start", _JOINT_PERIOD_START_SQL, "datetime",
-           "first event of its routes (coarsened as the routes' first_event)"),
-        _q("period_end", _JOINT_PERIOD_END_SQL, "datetime",
-           "last event of its routes (coarsened as the routes' last_event)"),
-        _q("in_convergence_zone", _IN_ZONE_SQL, "boolean",
-           "within a convergence zone the caller may see"),
-        _q("base_score", _JOINT_BASE_SCORE_SQL, "number",
-           "score without the corridor term; null (and not matched) when a count is under k"),
-        _q("score", _JOINT_SCORE_SQL, "number",
-           "base_score + 0.15 inside a convergence zone the caller sees; null when a count is under k"),
-    ]),
-    required_table="joint_operations",
-    audited=True,
-    tile_text=frozenset({"records_by_country", "route_ids", "period_start", "period_end"}),
-    latest_by_default=True,
+    ],
+    tile_text=frozenset(),
+)
+
+JOINT_SECTORS = _joint_collection(
+    "joint-sectors",
+    "Joint-operation candidates at border sectors / Candidatas a operaciones conjuntas en tramos fronterizos",
+    "Border sectors (EPSG:4326 multilines: the stretch of contiguous segments of one border the routes "
+    "reach) where routes carry records of two or more countries' offices (candidate_type border_sector; "
+    "the crossings are the joint-operations collection)",
+    table="joint_sectors",
+    candidate_type=BORDER_SECTOR,
+    geometry_type="MultiLineString",
+    properties={
+        "border_segment_id": "p.border_segment_id",
+        "border_segment_ids": "p.border_segment_ids",
+        "country_a": "p.country_a",
+        "country_b": "p.country_b",
+        "crossing_ids": "p.crossing_ids",
+    },
+    queryables=[
+        _q("geom", "p.geom", "geometry", "The border sector (EPSG:4326)"),
+        _q("border_segment_id", "p.border_segment_id", "integer", "the first of its border segments"),
+        _q("name", "p.name", "string", "the sector's name"),
+        _q("country_a", "p.country_a", "string", "ISO 3166-1 alpha-3"),
+        _q("country_b", "p.country_b", "string", "ISO 3166-1 alpha-3"),
+    ],
+    tile_text=frozenset({"border_segment_ids", "crossing_ids"}),
 )
 
 #: Aggregated, k-suppressed event counts (served by ``rutas_event_cells``, not a table scan).
 EVENT_CELLS_ID = "event-cells"
 
 COLLECTIONS: dict[str, Collection] = {
-    c.id: c for c in (EVENTS, CROSSINGS, BORDERS, ROUTES, CORRIDORS, CONVERGENCE_ZONES, JOINT_OPERATIONS)
+    c.id: c for c in (EVENTS, CROSSINGS, BORDERS, ROUTES, CORRIDORS, CONVERGENCE_ZONES, JOINT_OPERATIONS,
+              JOINT_SECTORS)
 }
 
 

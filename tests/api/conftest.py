@@ -225,6 +225,9 @@ class Products:
     #: joint-operation id to (run id, the zone ids covering its crossing, base score); the latest
     #: run's second holds a count under k (stored as null)
     joint: dict[int, tuple[int, list[int], float]] = field(default_factory=dict)
+    #: joint-sector id to (run id, the zone ids its sector crosses, base score); the latest run's
+    #: second holds a count under k (stored as null)
+    sectors: dict[int, tuple[int, list[int], float]] = field(default_factory=dict)
 
 
 def expected_corridor(role: str, country: str | None, owner: str) -> bool:
@@ -284,10 +287,45 @@ def _route(conn: sa.Connection, run_id: int, key: str, category: str, trend: str
     return route_id
 
 
+#: A joint-operation candidate at a crossing (a point at ``:lon``) and at a border sector (a line from
+#: ``:lon``), of route ``:route``, as the overlap stage stores them.
+_CROSSING_SQL = (
+    "INSERT INTO joint_operations (run_id, crossing_id, name, countries, records_by_country, "
+    "route_ids, period_start, period_end, base_score, geom) VALUES (:run, 1, 'Paso tests', "
+    "'COL,VEN', CAST(:records AS jsonb), ARRAY[:route]::bigint[], "
+    "now() - interval '90 days', now() - interval '10 days', :base, "
+    "ST_SetSRID(ST_MakePoint(:lon, 7.60), 4326)) RETURNING id"
+)
+_SECTOR_SQL = (
+    "INSERT INTO joint_sectors (run_id, border_segment_id, border_segment_ids, name, "
+    "country_a, country_b, countries, records_by_country, route_ids, crossing_ids, "
+    "period_start, period_end, base_score, geom) VALUES (:run, 7, ARRAY[7, 8]::bigint[], "
+    "'Tramo tests', 'COL', 'VEN', 'COL,VEN', CAST(:records AS jsonb), "
+    "ARRAY[:route]::bigint[], ARRAY[1]::bigint[], now() - interval '90 days', "
+    "now() - interval '10 days', :base, ST_Multi(ST_SetSRID(ST_MakeLine("
+    "ST_MakePoint(:lon, 7.58), ST_MakePoint(:lon + 0.05, 7.62)), 4326))) RETURNING id"
+)
+
+
+def _candidates(
+    conn: sa.Connection, sql: str, route: int, rows: tuple[tuple[int, str, float, float, list[int]], ...]
+) -> dict[int, tuple[int, list[int], float]]:
+    """Insert candidates (run, records by country, lon, base score, zones covering it) with ``sql``;
+    id to (run, covering zones, base score)."""
+    stored: dict[int, tuple[int, list[int], float]] = {}
+    for run, records, lon, base, covering in rows:
+        cid = conn.execute(
+            sa.text(sql), {"run": run, "records": records, "route": route, "base": base, "lon": lon}
+        ).scalar_one()
+        stored[int(cid)] = (run, covering, base)
+    return stored
+
+
 def seed_products(engine: Engine, world: list[Record]) -> Products:
     """Three runs, three routes over the seeded records, one corridor per country, convergence zones
     (latest run: one from COL and VEN corridors, one from PER's; old run: one from COL's) and
-    joint-operation candidates (three of the latest run, one of the old run)."""
+    joint-operation candidates at crossings (three of the latest run, one of the old run) and at
+    border sectors (two of the latest run, one of the old run)."""
     with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE analysis_runs RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM reference_layers WHERE kind = 'corridors'"))
@@ -341,27 +379,21 @@ def seed_products(engine: Engine, world: list[Record]) -> Products:
             ).scalar_one()
             zones[int(zid)] = (run, owners)
         zone_ids = list(zones)
-        joint: dict[int, tuple[int, list[int], float]] = {}
         # (run, records by country, lon, base score, zones covering the crossing)
-        for run, records, lon, base, covering in (
+        joint = _candidates(conn, _CROSSING_SQL, route_a, (
             (latest, '{"COL": 12, "VEN": 14}', -72.40, 0.5, [zone_ids[0]]),
             (latest, '{"PER": 11, "COL": null}', -72.20, 0.4, [zone_ids[1]]),
             (latest, '{"COL": 13, "PER": 20}', -72.00, 0.2, []),
             (old, '{"COL": 12, "VEN": 11}', -72.40, 0.3, [zone_ids[2]]),
-        ):
-            jid = conn.execute(
-                sa.text(
-                    "INSERT INTO joint_operations (run_id, crossing_id, name, countries, records_by_country, "
-                    "route_ids, period_start, period_end, base_score, geom) VALUES (:run, 1, 'Paso tests', "
-                    "'COL,VEN', CAST(:records AS jsonb), ARRAY[:route]::bigint[], "
-                    "now() - interval '90 days', now() - interval '10 days', :base, "
-                    "ST_SetSRID(ST_MakePoint(:lon, 7.60), 4326)) RETURNING id"
-                ),
-                {"run": run, "records": records, "route": route_a, "base": base, "lon": lon},
-            ).scalar_one()
-            joint[int(jid)] = (run, covering, base)
+        ))
+        # (run, records by country, west lon of the sector's line, base score, zones it crosses)
+        sectors = _candidates(conn, _SECTOR_SQL, route_a, (
+            (latest, '{"COL": 12, "VEN": 14}', -72.42, 0.45, [zone_ids[0]]),
+            (latest, '{"VEN": null, "PER": 15}', -72.11, 0.35, []),
+            (old, '{"COL": 12, "VEN": 11}', -72.42, 0.25, [zone_ids[2]]),
+        ))
     latest_routes = sorted(list(routes)[1:])
-    return Products(old, latest, failed, routes, latest_routes, corridors, zones, joint)
+    return Products(old, latest, failed, routes, latest_routes, corridors, zones, joint, sectors)
 
 
 @pytest.fixture(scope="module")

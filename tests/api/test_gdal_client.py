@@ -62,13 +62,27 @@ def test_ogrinfo_lists_collections_and_reads_filtered_items(
 def test_ogrinfo_reads_the_overlap_products(
     live_server: str, keys: dict[tuple[str, str | None], str], products: Products, tmp_path: Path
 ) -> None:
-    """GDAL lists both products and reads the latest run's rows, zones only within the corridors' scope."""
+    """GDAL lists the products and reads the latest run's rows (crossing and sector candidates as two
+    layers, each of one geometry type), zones only within the corridors' scope."""
     key = keys[("prosecutor", "PER")]
     listing = _ogrinfo(["-so", f"OAPIF:{live_server}"], key, tmp_path)
     assert "convergence-zones" in listing and "joint-operations" in listing
     joint = _ogrinfo(["-al", "-q", f"OAPIF:{live_server}/collections/joint-operations"], key, tmp_path)
     latest = [j for j, (run, _, _) in products.joint.items() if run == products.latest_run]
     assert joint.count("OGRFeature(") == len(latest) > 0
+    # the border sectors are their own layer, of one geometry type (QGIS and OGR's writers need one)
+    assert "joint-sectors" in listing
+    sectors = _ogrinfo(["-al", "-q", f"OAPIF:{live_server}/collections/joint-sectors"], key, tmp_path)
+    latest_sectors = [s for s, (run, _, _) in products.sectors.items() if run == products.latest_run]
+    assert sectors.count("OGRFeature(") == len(latest_sectors) == sectors.count("MULTILINESTRING") > 0
+    assert sectors.count("candidate_type (String) = border_sector") == len(latest_sectors)
+    summary = _ogrinfo(["-so", "-al", f"OAPIF:{live_server}/collections/joint-sectors"], key, tmp_path)
+    assert "Geometry: Multi Line String" in summary, summary
+    filtered = _ogrinfo(
+        ["-al", "-q", "-where", "score >= 0", f"OAPIF:{live_server}/collections/joint-sectors"], key, tmp_path
+    )
+    # the second sector holds a count under k: no score, so the filter does not match it
+    assert filtered.count("OGRFeature(") == len(latest_sectors) - 1
     zones = _ogrinfo(["-al", "-q", f"OAPIF:{live_server}/collections/convergence-zones"], key, tmp_path)
     # Peru reads its own corridors only: the latest run's zone made from Peru's corridor alone
     shown = [z for z, (run, owners) in products.zones.items()

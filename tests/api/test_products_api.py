@@ -176,3 +176,61 @@ def test_corridor_reads_are_audited(
             "SELECT records FROM audit_log WHERE action = 'items' AND collection = 'corridors' "
             "AND country = 'COL' ORDER BY id DESC LIMIT 1")).scalar_one()
     assert records == 2  # its own and Venezuela's (detail agreement)
+
+
+def test_border_sector_candidates_over_http(
+    client: TestClient, keys: dict[tuple[str, str | None], str], products: Products, engine: Engine,
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The border-sector candidates: their own collection of lines, queryable, item by id, exported
+    with the crossings, every read audited."""
+    key, k = keys[("border_authority", "COL")], settings.k_anonymity
+    first, second, old = sorted(products.sectors)
+
+    def ids(**params: str) -> list[int]:
+        response = client.get("/collections/joint-sectors/items", params=params, headers=bearer(key))
+        assert response.status_code == 200, response.text
+        return sorted(f["id"] for f in response.json()["features"])
+
+    assert ids() == [first, second]
+    assert ids(filter="country_a = 'COL' AND country_b = 'VEN'") == [first, second]
+    assert ids(filter="candidate_type = 'crossing'") == []
+    # a border authority reads no corridor, so no zone: 0.45 without the corridor term; the second
+    # sector's score is withheld (a count under k) and not matched
+    assert ids(filter="score >= 0") == ids(filter="score = 0.45") == [first]
+    assert ids(latest="false") == [old]
+    assert ids(bbox="-72.45,7.55,-72.35,7.65", latest="false") == [old]
+    queryables = client.get("/collections/joint-sectors/queryables", headers=bearer(key)).json()["properties"]
+    assert {"candidate_type", "border_segment_id", "country_a", "score", "period_start"} <= set(queryables)
+    bad = client.get("/collections/joint-sectors/items", params={"filter": "crossing_ids = 1"},
+                     headers=bearer(key))
+    assert bad.status_code == 400 and "crossing_ids" in bad.json()["description"]
+    one = client.get(f"/collections/joint-sectors/items/{second}", headers=bearer(key)).json()
+    props = one["properties"]
+    assert one["geometry"]["type"] == "MultiLineString" and props["candidate_type"] == "border_sector"
+    assert props["records_by_country"] == {"VEN": f"<{k}", "PER": 15}
+    assert (props["score"], props["base_score"], props["score_suppressed"]) == (None, None, True)
+    assert props["border_segment_ids"] == [7, 8] and props["crossing_ids"] == [1]
+    assert props["name"] == "Tramo tests" and props["route_ids"] == [list(products.routes)[1]]
+    # a crossing candidate's id addresses the crossings' table only
+    crossing = client.get(f"/collections/joint-operations/items/{second}", headers=bearer(key)).json()
+    assert crossing["properties"]["candidate_type"] == "crossing" and crossing["geometry"]["type"] == "Point"
+    missing = client.get("/collections/joint-sectors/items/999999", headers=bearer(key))
+    assert missing.status_code == 404
+
+    exported = client.get("/exports/joint-operations", params={"format": "gpkg"}, headers=bearer(key))
+    assert exported.status_code == 200, exported.text
+    saved = tmp_path / "joint.gpkg"
+    saved.write_bytes(exported.content)
+    frame = pyogrio.read_dataframe(saved)
+    sectors = frame[frame["candidate_type"] == "border_sector"]
+    assert len(frame) == 5 and len(sectors) == 2
+    assert set(sectors.geometry.geom_type) == {"MultiLineString"}
+    withheld = sectors[sectors["records_by_country"].str.contains(f"<{k}")]
+    assert len(withheld) == 1 and withheld["score"].isna().all() and withheld["score_suppressed"].all()
+    with engine.begin() as conn:
+        logged = conn.execute(sa.text(
+            "SELECT action, records FROM audit_log WHERE collection IN ('joint-sectors', 'joint-operations') "
+            "AND country = 'COL' AND role = 'border_authority' ORDER BY seq")).all()
+    assert {r.action for r in logged} >= {"items", "item", "export"}
+    assert [r.records for r in logged if r.action == "export"][-1] == 5

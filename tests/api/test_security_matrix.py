@@ -7,6 +7,7 @@ policy inside the test and show the matrix then fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -17,7 +18,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from api.collections import CORRIDORS, EVENTS, RECORD_ROLES, ROUTES
+from api.app import create_app
+from api.collections import COLLECTIONS, CORRIDORS, EVENTS, JOINT_SECTORS, RECORD_ROLES, ROUTES
 from geodata.db import APP_ROLE, Scope, scoped
 from geodata.settings import Settings
 from tests.api.conftest import Products, Record, bearer, expected_corridor, expected_detail
@@ -304,8 +306,12 @@ def check_products_matrix(
         route_a = client.get(f"/collections/routes/items/{list(products.routes)[1]}",
                              headers=bearer(key)).json()["properties"]
         exported_joint = joint.json()["features"]
-        assert len(exported_joint) == len([j for j, v in products.joint.items()
-                                           if v[0] == products.latest_run]), who
+        # the latest run's candidates at crossings and at border sectors, the sectors' lines as lines
+        kinds = sorted((f["properties"]["candidate_type"], f["geometry"]["type"]) for f in exported_joint)
+        assert kinds == sorted(
+            [("crossing", "Point")] * len([v for v in products.joint.values() if v[0] == products.latest_run])
+            + [("border_sector", "MultiLineString")]
+            * len([v for v in products.sectors.values() if v[0] == products.latest_run])), who
         for f in exported_joint:
             props = f["properties"]
             under_k = f"<{k}" in json.loads(props["records_by_country"]).values()
@@ -354,43 +360,80 @@ def check_overlap_products(client: TestClient, key: str, role: str, country: str
     drawn = mapbox_vector_tile.decode(tile.content).get("convergence-zones", {"features": []})["features"]
     assert {f["id"] for f in drawn} == zones & of_run(products.zones, latest), who
 
-    body = client.get("/collections/joint-operations/items", headers=bearer(key)).json()
-    assert {f["id"] for f in body["features"]} == of_run(products.joint, latest), who
-    assert ids("joint-operations", filter=f"run_id = {old}") == of_run(products.joint, old), who
+    for cid, names in (("convergence-zones", {"run_id", "latest", "owner_countries", "kinds", "score"}),
+                       ("joint-operations", {"run_id", "score", "in_convergence_zone", "period_end"}),
+                       ("joint-sectors", {"run_id", "score", "in_convergence_zone", "period_end",
+                                          "candidate_type", "country_a"})):
+        listed = client.get(f"/collections/{cid}/queryables", headers=bearer(key)).json()["properties"]
+        assert names <= set(listed), f"{who} {cid}"
+    # the second candidate of the latest run holds a count under k; the bbox holds it only
+    for cid, candidates, kind, geometry, second_counts, second_bbox in (
+        ("joint-operations", products.joint, "crossing", "Point", {"PER": 11, "COL": f"<{k}"},
+         "-72.25,7.55,-72.15,7.65"),
+        ("joint-sectors", products.sectors, "border_sector", "MultiLineString", {"VEN": f"<{k}", "PER": 15},
+         "-72.12,7.55,-72.03,7.65"),
+    ):
+        check_joint_candidates(client, key, who, cid, candidates, zones, products, k, tile_xy,
+                               (kind, geometry, second_counts, second_bbox))
+
+
+def check_joint_candidates(
+    client: TestClient, key: str, who: str, cid: str, candidates: dict[int, tuple[int, list[int], float]],
+    zones: set[int], products: Products, k: int, tile_xy: tuple[int, int],
+    expected: tuple[str, str, dict[str, int | str], str],
+) -> None:
+    """One collection of joint-operation candidates (crossings or border sectors) under one rule: every
+    role, latest run by default, counts under k as "<k" and then no score, the corridor term only from
+    zones the caller sees, the period as the caller's routes show it; items, item, CQL2, bbox, tiles."""
+    kind, geometry, second_counts, second_bbox = expected
+    latest, old = products.latest_run, products.old_run
+
+    def ids(**params: str) -> set[int]:
+        response = client.get(f"/collections/{cid}/items", params=params, headers=bearer(key))
+        assert response.status_code == 200, f"{who} {cid} {params}: {response.text}"
+        return {int(f["id"]) for f in response.json()["features"]}
+
+    def of_run(run: int) -> set[int]:
+        return {i for i, v in candidates.items() if v[0] == run}
+
+    body = client.get(f"/collections/{cid}/items", headers=bearer(key)).json()
+    assert {f["id"] for f in body["features"]} == of_run(latest), f"{who} {cid}"
+    assert ids(filter=f"run_id = {old}") == of_run(old), f"{who} {cid}"
+    assert ids(filter=f"candidate_type = '{kind}'") == of_run(latest), f"{who} {cid}"
     route_a = list(products.routes)[1]
     dates = client.get(f"/collections/routes/items/{route_a}", headers=bearer(key)).json()["properties"]
     for f in body["features"]:
-        _, covering, base = products.joint[f["id"]]
+        _, covering, base = candidates[f["id"]]
         inside = any(z in zones for z in covering)
         props = f["properties"]
-        assert props["in_convergence_zone"] is inside, f"{who} joint {f['id']}"
+        assert f["geometry"]["type"] == geometry and props["candidate_type"] == kind, f"{who} {cid}"
+        assert props["in_convergence_zone"] is inside, f"{who} {cid} {f['id']}"
         shown = props["records_by_country"].values()
         assert all((isinstance(n, int) and n >= k) or n == f"<{k}" for n in shown), who
         # a count under k withholds the score, which weighs the counts and would give it back
         if f"<{k}" in shown:
             assert (props["base_score"], props["score"], props["score_suppressed"]) == (None, None, True), who
         else:
-            assert math.isclose(props["score"], base + (0.15 if inside else 0.0)), who
+            assert math.isclose(props["score"], base + (0.15 if inside else 0.0)), f"{who} {cid}"
             assert props["score_suppressed"] is False, who
         # the period as the caller's routes show it (route a's dates, coarsened when not in detail)
         period = (props["period_start"], props["period_end"])
-        assert period == (dates["first_event"], dates["last_event"]), who
-    second = sorted(of_run(products.joint, latest))[1]
-    assert client.get(f"/collections/joint-operations/items/{second}", headers=bearer(key)).json()[
-        "properties"]["records_by_country"] == {"PER": 11, "COL": f"<{k}"}, who
-    assert second not in ids("joint-operations", filter="score >= 0"), who
-    # bbox around the second crossing (-72.20, 7.60) only
-    assert ids("joint-operations", bbox="-72.25,7.55,-72.15,7.65") == {second}, who
-    for cid, names in (("convergence-zones", {"run_id", "latest", "owner_countries", "kinds", "score"}),
-                       ("joint-operations", {"run_id", "score", "in_convergence_zone", "period_end"})):
-        listed = client.get(f"/collections/{cid}/queryables", headers=bearer(key)).json()["properties"]
-        assert names <= set(listed), f"{who} {cid}"
-    assert ids("joint-operations", filter="in_convergence_zone = true") == {
-        j for j, (run, covering, _) in products.joint.items()
-        if run == latest and any(z in zones for z in covering)}, who
-    tile = client.get(f"/collections/joint-operations/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
-    drawn = mapbox_vector_tile.decode(tile.content)["joint-operations"]["features"]
-    assert {f["id"] for f in drawn} == of_run(products.joint, latest), who
+        assert period == (dates["first_event"], dates["last_event"]), f"{who} {cid}"
+    second = sorted(of_run(latest))[1]
+    assert client.get(f"/collections/{cid}/items/{second}", headers=bearer(key)).json()[
+        "properties"]["records_by_country"] == second_counts, f"{who} {cid}"
+    assert second not in ids(filter="score >= 0"), f"{who} {cid}"
+    assert ids(bbox=second_bbox) == {second}, f"{who} {cid}"
+    assert ids(filter="in_convergence_zone = true") == {
+        j for j, (run, covering, _) in candidates.items()
+        if run == latest and any(z in zones for z in covering)}, f"{who} {cid}"
+    x, y = tile_xy
+    tile = client.get(f"/collections/{cid}/tiles/WebMercatorQuad/7/{x}/{y}", headers=bearer(key))
+    drawn = mapbox_vector_tile.decode(tile.content)[cid]["features"]
+    assert {f["id"] for f in drawn} == of_run(latest), f"{who} {cid}"
+    for f in drawn:
+        shown = json.loads(f["properties"]["records_by_country"]).values()
+        assert ("score" in f["properties"]) == (f"<{k}" not in shown), f"{who} {cid} tile {f['id']}"
 
 
 def test_matrix_of_routes_corridors_and_exports(
@@ -422,6 +465,35 @@ def test_products_matrix_fails_when_a_product_policy_is_loosened(
     check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
 
 
+#: Loosened versions of the border-sector candidates' rule: the score shown with a count under k,
+#: every run's rows by default.
+_LOOSENED_SECTORS = {
+    "score": {"properties": {**JOINT_SECTORS.properties, "score": "p.base_score",
+                             "base_score": "p.base_score"}},
+    "latest": {"latest_by_default": False},
+}
+
+
+@pytest.mark.parametrize("loosened", sorted(_LOOSENED_SECTORS))
+def test_products_matrix_fails_when_the_sector_rule_is_loosened(
+    keys: dict[tuple[str, str | None], str],
+    world: list[Record],
+    products: Products,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    loosened: str,
+) -> None:
+    stored = stored_counts(engine)
+    loose = dataclasses.replace(JOINT_SECTORS, **_LOOSENED_SECTORS[loosened])  # type: ignore[arg-type]
+    monkeypatch.setitem(COLLECTIONS, JOINT_SECTORS.id, loose)
+    with TestClient(create_app(settings)) as client, pytest.raises(AssertionError):
+        check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
+    monkeypatch.undo()
+    with TestClient(create_app(settings)) as client:
+        check_products_matrix(client, keys, world, products, stored, settings.k_anonymity)
+
+
 def test_overlap_product_reads_are_audited(
     client: TestClient, keys: dict[tuple[str, str | None], str], products: Products, engine: Engine
 ) -> None:
@@ -429,7 +501,8 @@ def test_overlap_product_reads_are_audited(
     with engine.connect() as conn:
         before = conn.execute(sa.text("SELECT coalesce(max(seq), 0) FROM audit_log")).scalar_one()
     x, y = _tile_of(-72.4, 7.6, 7)
-    for cid, some in (("convergence-zones", min(products.zones)), ("joint-operations", min(products.joint))):
+    for cid, some in (("convergence-zones", min(products.zones)), ("joint-operations", min(products.joint)),
+                      ("joint-sectors", min(products.sectors))):
         assert client.get(f"/collections/{cid}/items", headers=bearer(key)).status_code == 200
         client.get(f"/collections/{cid}/items/{some}", headers=bearer(key))
         assert client.get(f"/collections/{cid}/tiles/WebMercatorQuad/7/{x}/{y}",
@@ -437,6 +510,6 @@ def test_overlap_product_reads_are_audited(
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT collection, action FROM audit_log WHERE seq > :s"),
                             {"s": before}).all()
-    products_read = ("convergence-zones", "joint-operations")
+    products_read = ("convergence-zones", "joint-operations", "joint-sectors")
     assert {(r.collection, r.action) for r in rows} >= {
         (cid, action) for cid in products_read for action in ("items", "item", "tile")}
