@@ -11,12 +11,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
 from api.app import create_app
+from api.web import install_assets
 from geodata.settings import Settings
 from tests.api.conftest import Record, bearer
 
 
 @pytest.fixture(scope="module")
 def fuzz_client(settings: Settings) -> Iterator[TestClient]:
+    # as `rutas serve` leaves it: the web map's files installed (else their path answers 503)
+    install_assets(settings)
     with TestClient(create_app(settings.model_copy(update={"api_rate_per_minute": 1_000_000}))) as c:
         yield c
 
