@@ -85,9 +85,8 @@ def register(app: typer.Typer) -> None:
                 code="bad_parameter",
             )
         settings = get_settings()
-        params = ProductParams(
-            cell_km=settings.aggregate_cell_km,
-            k=settings.k_anonymity,
+        params = ProductParams.from_settings(
+            settings,
             language=lang,
             slice=slice_,
             risk=RiskParams(res_m=res_km * 1000.0, half_life_days=half_life_days),
@@ -130,9 +129,8 @@ def demo_stage(settings: Settings) -> None:
     """Write the HTML map, the PNG and the GeoTIFF of the demo data, print their paths and the
     joint-operation candidates."""
     engine = db.get_engine(settings)
-    params = ProductParams(
-        cell_km=settings.aggregate_cell_km,
-        k=settings.k_anonymity,
+    params = ProductParams.from_settings(
+        settings,
         slice=DEMO_SLICE,
         countries_path=countries_path(settings.data_dir),
     )
@@ -140,7 +138,9 @@ def demo_stage(settings: Settings) -> None:
         paths = make_products(engine, Path(settings.state_dir) / "products", params=params)
     _print_paths(paths)
     joint_path = Path(settings.state_dir) / "products" / "joint_operations.geojson"
-    candidates = joint_operations_for_export(engine, ExportRequest(format="geojson", out=joint_path))
+    candidates = joint_operations_for_export(
+        engine, ExportRequest(format="geojson", out=joint_path), params
+    )
     write_frame(candidates, "geojson", joint_path, layer="joint-operations")
     out.print(
         f"Candidatos a operaciones conjuntas / joint-operation candidates: {len(candidates)} -> {joint_path}"

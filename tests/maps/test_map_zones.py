@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from geodata.db import Scope
+from geodata.settings import Settings
 from maps.products import ProductParams, make_products, read_layers
 from maps.risk import RiskParams
 from routes.pipeline import RunSummary
@@ -18,7 +19,6 @@ from tests.routes.test_overlap_store import stored  # noqa: F401  (the stored ru
 ADMIN = Scope(role="admin")
 GTM = Scope(role="prosecutor", country="GTM")
 GTM_WITH_HND = Scope(role="prosecutor", country="GTM", partners={"HND": "detail"})
-PARAMS = ProductParams(cell_km=10.0, k=1, risk=RiskParams(res_m=5_000.0))
 #: A score no computation gives: the maps must show it if they read the stored zones.
 STORED_SCORE = 0.4321
 
@@ -37,21 +37,29 @@ def stored_run(engine: Engine, stored: tuple[Scenario, RunSummary]) -> RunSummar
     return run
 
 
-def test_maps_read_the_stored_zones_in_the_readers_scope(engine: Engine, stored_run: RunSummary) -> None:
-    zones = read_layers(engine, ADMIN, PARAMS).zones
+@pytest.fixture
+def params(settings: Settings) -> ProductParams:
+    """The settings' products at 10 km cells, k = 1 and a 5 km risk surface."""
+    return ProductParams.from_settings(settings, cell_km=10.0, k=1, risk=RiskParams(res_m=5_000.0))
+
+
+def test_maps_read_the_stored_zones_in_the_readers_scope(
+    engine: Engine, stored_run: RunSummary, params: ProductParams
+) -> None:
+    zones = read_layers(engine, ADMIN, params).zones
     assert len(zones) == stored_run.counts["convergence_zones"]
     assert (zones["score"] == STORED_SCORE).all()  # read back, not recomputed
     # a zone mixes both offices' corridors: only a reader of both sees it
-    assert read_layers(engine, GTM, PARAMS).zones.empty
-    assert len(read_layers(engine, GTM_WITH_HND, PARAMS).zones) == len(zones)
+    assert read_layers(engine, GTM, params).zones.empty
+    assert len(read_layers(engine, GTM_WITH_HND, params).zones) == len(zones)
 
 
 def test_html_map_shows_the_stored_zones_only_to_a_reader_of_every_corridor(
-    engine: Engine, stored_run: RunSummary, tmp_path: Path
+    engine: Engine, stored_run: RunSummary, params: ProductParams, tmp_path: Path
 ) -> None:
-    both = make_products(engine, tmp_path / "both", scope=GTM_WITH_HND, params=PARAMS, name="both")
+    both = make_products(engine, tmp_path / "both", scope=GTM_WITH_HND, params=params, name="both")
     html = both.html.read_text(encoding="utf-8")
     assert "Zonas de convergencia" in html and str(STORED_SCORE) in html
-    alone = make_products(engine, tmp_path / "gtm", scope=GTM, params=PARAMS, name="gtm")
+    alone = make_products(engine, tmp_path / "gtm", scope=GTM, params=params, name="gtm")
     assert str(STORED_SCORE) not in alone.html.read_text(encoding="utf-8")
     assert alone.png.stat().st_size > 0 and both.png.stat().st_size > 0
