@@ -90,7 +90,8 @@ class ProductParams:
 
 @dataclass(frozen=True)
 class MapLayers:
-    """What the maps draw, EPSG:4326: cells (whole period and monthly), routes, crossings, borders."""
+    """What the maps draw, EPSG:4326: cells (whole period and monthly), routes, corridors, zones,
+    crossings, borders and the joint-operation candidates (:func:`map_candidates`)."""
 
     cells: pd.DataFrame
     monthly_cells: pd.DataFrame
@@ -99,6 +100,7 @@ class MapLayers:
     zones: gpd.GeoDataFrame
     crossings: gpd.GeoDataFrame
     borders: gpd.GeoDataFrame
+    joint: gpd.GeoDataFrame
     attribution: tuple[str, ...]
     run_id: str
 
@@ -213,6 +215,7 @@ def read_layers(
         zones=map_zones(engine, scope, routes, corridors, crossings, params),
         crossings=crossings,
         borders=borders,
+        joint=map_candidates(engine, scope, routes, params),
         attribution=attribution,
         run_id=",".join(run_ids) or "none",
     )
@@ -251,6 +254,7 @@ def make_products(
         zones=layers.zones,
         crossings=layers.crossings,
         borders=layers.borders,
+        joint=layers.joint,
         risk_path=tif,
         attribution=layers.attribution,
         title=params.title,
@@ -272,6 +276,7 @@ def make_products(
         zones=layers.zones,
         crossings=layers.crossings,
         borders=layers.borders,
+        joint=layers.joint,
         land=land,
         run_id=layers.run_id,
         language=params.language,
@@ -348,7 +353,7 @@ def joint_operations_for_export(
     """
     routes = read_routes(engine, list(request.run_ids) if request.run_ids else None, request.scope)
     if routes.empty:
-        return withhold_scores(gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs="EPSG:4326"))
+        return map_candidates(engine, request.scope, routes, params)
     wanted = list(request.run_ids) if request.run_ids else sorted({int(r) for r in routes["run_id"]})
     runs = stored_run_ids(engine, wanted)
     older = sorted(set(wanted) - set(runs))
@@ -361,10 +366,34 @@ def joint_operations_for_export(
             "ejecute `rutas run` de nuevo para calcularlas y guardarlas, y exporte después.",
             code="bad_parameter",
         )
-    stored = read_joint_operations(engine, runs, request.scope, k=params.k)
+    return _stored_candidates(engine, runs, request.scope, routes, params.k)
+
+
+def _stored_candidates(
+    engine: Engine, runs: list[int], scope: Scope, routes: gpd.GeoDataFrame, k: int
+) -> gpd.GeoDataFrame:
+    """The stored candidates of ``runs`` in ``scope``, only with ``routes`` (those the scope sees),
+    scores withheld where a count is under k."""
+    stored = read_joint_operations(engine, runs, scope, k=k)
     visible = set(routes["id"].astype(int))
     stored["route_ids"] = stored["route_ids"].map(lambda ids: [i for i in ids if i in visible])
     return withhold_scores(stored[stored["route_ids"].map(len) > 0].reset_index(drop=True))
+
+
+def map_candidates(
+    engine: Engine, scope: Scope, routes: gpd.GeoDataFrame, params: ProductParams
+) -> gpd.GeoDataFrame:
+    """The joint-operation candidates the maps draw: those of the routes' runs that stored them.
+
+    As :func:`joint_operations_for_export` gives them (EPSG:4326 points at crossings, lines along
+    border sectors, score NaN where a count is under k); runs stored before the candidates were
+    (migration 0008) add none, as the maps are drawn without them rather than refused.
+    """
+    runs = stored_run_ids(engine, sorted({int(r) for r in routes["run_id"]})) if not routes.empty else []
+    if not runs:
+        empty = gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs="EPSG:4326")
+        return withhold_scores(empty)
+    return _stored_candidates(engine, runs, scope, routes, params.k)
 
 
 T = TypeVar("T")

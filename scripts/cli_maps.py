@@ -33,6 +33,8 @@ DEMO_SLICE = "year"
 #: loaded for the demo as if an office owned them.
 ILLUSTRATIVE_DIR = CHECKOUT_DIR / "geodata" / "illustrative"
 DEMO_CORRIDOR_OWNER = "COL"
+#: How the demo's table names each ``candidate_type``.
+CANDIDATE_TYPES = {"crossing": "paso / crossing", "border_sector": "sector de frontera / border sector"}
 
 
 def _scope(role: str | None, country: str | None, partners: str) -> Scope:
@@ -146,7 +148,8 @@ def demo_stage(settings: Settings) -> None:
         f"Candidatos a operaciones conjuntas / joint-operation candidates: {len(candidates)} -> {joint_path}"
     )
     table = Table(
-        "paso / crossing",
+        "tipo / type",
+        "paso o sector / crossing or sector",
         "países / countries",
         "registros / records",
         "rutas / routes",
@@ -155,12 +158,14 @@ def demo_stage(settings: Settings) -> None:
     )
     for row in candidates.head(10).itertuples(index=False):
         table.add_row(
+            CANDIDATE_TYPES.get(str(row.candidate_type), str(row.candidate_type)),
             str(row.name),
             str(row.countries),
             str(row.records_by_country),
             ",".join(str(r) for r in row.route_ids),
             # no period is stored when no month holds k of the candidate's records
             "—" if pd.isna(row.period_start) else f"{row.period_start:%Y-%m} – {row.period_end:%Y-%m}",
-            f"{row.score:.2f}",
+            # the score would give a count under k back: withheld as in the API
+            "— (k)" if pd.isna(row.score) else f"{row.score:.2f}",
         )
     out.print(table)
