@@ -348,7 +348,8 @@ def render_png(
     p_joint = _projected(joint, crs)
     if p_joint is not None:
         for candidate_type, group in p_joint.groupby("candidate_type", sort=False):
-            label = joint_label(candidate_type, words)
+            # two lines: the panel is narrow
+            label = "\n".join(textwrap.wrap(joint_label(candidate_type, words), 30))
             if candidate_type == "border_sector":
                 # solid, on a white band, so it reads over the risk colours and the routes' casing
                 group.plot(ax=ax, color="white", linewidth=7.0, zorder=6.4)

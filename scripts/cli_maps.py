@@ -34,7 +34,7 @@ DEMO_SLICE = "year"
 ILLUSTRATIVE_DIR = CHECKOUT_DIR / "geodata" / "illustrative"
 DEMO_CORRIDOR_OWNER = "COL"
 #: How the demo's table names each ``candidate_type``.
-CANDIDATE_TYPES = {"crossing": "paso / crossing", "border_sector": "sector de frontera / border sector"}
+CANDIDATE_TYPES = {"crossing": "paso / crossing", "border_sector": "sector / border sector"}
 
 
 def _scope(role: str | None, country: str | None, partners: str) -> Scope:
@@ -149,7 +149,7 @@ def demo_stage(settings: Settings) -> None:
     )
     table = Table(
         "tipo / type",
-        "paso o sector / crossing or sector",
+        "nombre / name",
         "países / countries",
         "registros / records",
         "rutas / routes",
@@ -161,7 +161,7 @@ def demo_stage(settings: Settings) -> None:
             CANDIDATE_TYPES.get(str(row.candidate_type), str(row.candidate_type)),
             str(row.name),
             str(row.countries),
-            str(row.records_by_country),
+            ", ".join(f"{c} {n}" for c, n in row.records_by_country.items()),
             ",".join(str(r) for r in row.route_ids),
             # no period is stored when no month holds k of the candidate's records
             "—" if pd.isna(row.period_start) else f"{row.period_start:%Y-%m} – {row.period_end:%Y-%m}",

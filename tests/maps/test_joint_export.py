@@ -6,12 +6,17 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import shapely
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from geodata.db import Scope
 from geodata.errors import InputError
+from geodata.settings import Settings
+from maps.products import ProductParams, make_products, read_layers
+from maps.risk import RiskParams
 from routes.export import ExportRequest, export
 from routes.pipeline import RunSummary
 from tests.routes.test_overlap_store import sector_run, stored  # noqa: F401  (the stored runs, reused)
@@ -105,3 +110,17 @@ def test_a_run_stored_before_its_candidates_is_refused_with_the_fix(
     assert "ejecute `rutas run`" in message  # Spanish too
     assert not (tmp_path / "j.geojson").exists()
 
+
+
+def test_the_maps_draw_the_stored_candidates_sectors_as_lines(
+    engine: Engine, settings: Settings, withheld: RunSummary, tmp_path: Path
+) -> None:
+    params = ProductParams.from_settings(settings, cell_km=10.0, k=1, risk=RiskParams(res_m=5_000.0))
+    joint = read_layers(engine, Scope(role="admin"), params).joint
+    sector = joint[joint["candidate_type"] == "border_sector"]
+    assert len(sector) == 1 and sector.geometry.iloc[0].geom_type == "MultiLineString"
+    # the same rule as the export: the score of a candidate with a count under k is withheld
+    assert pd.isna(sector["score"].iloc[0]) and bool(sector["score_suppressed"].iloc[0])
+    html = make_products(engine, tmp_path, params=params).html.read_text(encoding="utf-8")
+    assert "Candidatas a operaciones conjuntas: en sector de frontera" in html
+    assert "retenida (un conteo" in html  # the popup of the withheld score
