@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -63,3 +65,32 @@ def test_html_map_shows_the_stored_zones_only_to_a_reader_of_every_corridor(
     alone = make_products(engine, tmp_path / "gtm", scope=GTM, params=params, name="gtm")
     assert str(STORED_SCORE) not in alone.html.read_text(encoding="utf-8")
     assert alone.png.stat().st_size > 0 and both.png.stat().st_size > 0
+
+
+def test_zones_of_a_run_stored_before_them_follow_the_settings_distance(
+    engine: Engine, settings: Settings, stored_run: RunSummary
+) -> None:
+    # a run of before migration 0008 stored no zones: the maps compute them, RUTAS_CONVERGENCE_KM apart
+    with engine.begin() as conn:
+        counts = conn.execute(
+            sa.text("SELECT counts FROM analysis_runs WHERE id = :r"), {"r": stored_run.run_id}
+        ).scalar_one()
+        conn.execute(
+            sa.text("UPDATE analysis_runs SET counts = counts - 'joint_operations' WHERE id = :r"),
+            {"r": stored_run.run_id},
+        )
+    try:
+        def zones(convergence_km: float) -> gpd.GeoDataFrame:
+            changed = settings.model_copy(update={"convergence_km": convergence_km})
+            params = ProductParams.from_settings(changed, cell_km=10.0, k=1)
+            return read_layers(engine, ADMIN, params).zones
+        wide, narrow = zones(25.0), zones(0.1)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE analysis_runs SET counts = CAST(:c AS jsonb) WHERE id = :r"),
+                {"c": json.dumps(counts), "r": stored_run.run_id},
+            )
+    assert len(wide) >= 1 and STORED_SCORE not in set(wide["score"])  # computed, not read
+    # zones are the converging stretch buffered by the distance: 100 m instead of 25 km
+    assert narrow.to_crs(32616).area.sum() < 0.1 * wide.to_crs(32616).area.sum()
