@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,28 @@ from maps.risk import RiskParams
 from routes.export import ExportRequest, export
 from routes.pipeline import RunSummary
 from tests.routes.test_overlap_store import sector_run, stored  # noqa: F401  (the stored runs, reused)
+
+
+@contextmanager
+def stored_before_0008(engine: Engine, run_id: int) -> Iterator[None]:
+    """Make ``run_id`` look like a run of before migration 0008 (no ``joint_operations`` count: its
+    overlap products count as not stored) while the block runs."""
+    with engine.begin() as conn:
+        counts = conn.execute(
+            sa.text("SELECT counts FROM analysis_runs WHERE id = :r"), {"r": run_id}
+        ).scalar_one()
+        conn.execute(
+            sa.text("UPDATE analysis_runs SET counts = counts - 'joint_operations' WHERE id = :r"),
+            {"r": run_id},
+        )
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE analysis_runs SET counts = CAST(:c AS jsonb) WHERE id = :r"),
+                {"c": json.dumps(counts), "r": run_id},
+            )
 
 
 @pytest.fixture
@@ -87,24 +110,8 @@ def test_a_run_stored_before_its_candidates_is_refused_with_the_fix(
     engine: Engine, sector_run: tuple[RunSummary, shapely.LineString], tmp_path: Path  # noqa: F811
 ) -> None:
     run, _ = sector_run
-    # a run of before migration 0008 recorded no joint_operations count and stored no candidates
-    with engine.begin() as conn:
-        counts = conn.execute(
-            sa.text("SELECT counts FROM analysis_runs WHERE id = :r"), {"r": run.run_id}
-        ).scalar_one()
-        conn.execute(
-            sa.text("UPDATE analysis_runs SET counts = counts - 'joint_operations' WHERE id = :r"),
-            {"r": run.run_id},
-        )
-    try:
-        with pytest.raises(InputError) as refused:
-            export(engine, "joint-operations", ExportRequest(format="geojson", out=tmp_path / "j.geojson"))
-    finally:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text("UPDATE analysis_runs SET counts = CAST(:c AS jsonb) WHERE id = :r"),
-                {"c": json.dumps(counts), "r": run.run_id},
-            )
+    with stored_before_0008(engine, run.run_id), pytest.raises(InputError) as refused:
+        export(engine, "joint-operations", ExportRequest(format="geojson", out=tmp_path / "j.geojson"))
     message = str(refused.value)
     assert str(run.run_id) in message and "rutas run" in message
     assert "ejecute `rutas run`" in message  # Spanish too

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,6 +15,7 @@ from maps.products import ProductParams, make_products, read_layers
 from maps.risk import RiskParams
 from routes.pipeline import RunSummary
 from routes.synthetic import Scenario
+from tests.maps.test_joint_export import stored_before_0008
 from tests.routes.test_overlap_store import stored  # noqa: F401  (the stored run, reused)
 
 ADMIN = Scope(role="admin")
@@ -70,27 +70,14 @@ def test_html_map_shows_the_stored_zones_only_to_a_reader_of_every_corridor(
 def test_zones_of_a_run_stored_before_them_follow_the_settings_distance(
     engine: Engine, settings: Settings, stored_run: RunSummary
 ) -> None:
+    def zones(convergence_km: float) -> gpd.GeoDataFrame:
+        changed = settings.model_copy(update={"convergence_km": convergence_km})
+        params = ProductParams.from_settings(changed, cell_km=10.0, k=1)
+        return read_layers(engine, ADMIN, params).zones
+
     # a run of before migration 0008 stored no zones: the maps compute them, RUTAS_CONVERGENCE_KM apart
-    with engine.begin() as conn:
-        counts = conn.execute(
-            sa.text("SELECT counts FROM analysis_runs WHERE id = :r"), {"r": stored_run.run_id}
-        ).scalar_one()
-        conn.execute(
-            sa.text("UPDATE analysis_runs SET counts = counts - 'joint_operations' WHERE id = :r"),
-            {"r": stored_run.run_id},
-        )
-    try:
-        def zones(convergence_km: float) -> gpd.GeoDataFrame:
-            changed = settings.model_copy(update={"convergence_km": convergence_km})
-            params = ProductParams.from_settings(changed, cell_km=10.0, k=1)
-            return read_layers(engine, ADMIN, params).zones
+    with stored_before_0008(engine, stored_run.run_id):
         wide, narrow = zones(25.0), zones(0.1)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text("UPDATE analysis_runs SET counts = CAST(:c AS jsonb) WHERE id = :r"),
-                {"c": json.dumps(counts), "r": stored_run.run_id},
-            )
     assert len(wide) >= 1 and STORED_SCORE not in set(wide["score"])  # computed, not read
     # zones are the converging stretch buffered by the distance: 100 m instead of 25 km
     assert narrow.to_crs(32616).area.sum() < 0.1 * wide.to_crs(32616).area.sum()
