@@ -26,6 +26,7 @@ from routes.disclosure import (
     ROUTE_TREND_SQL,
     ROUTE_TREND_SUPPRESSED_SQL,
 )
+from routes.joint_disclosure import JOINT_COUNTS_SHOWN_SQL
 from routes.overlap import BORDER_SECTOR, CROSSING, ZONE_WEIGHT
 
 RECORD_ROLES = frozenset({"admin", "steward", "prosecutor"})
@@ -364,8 +365,7 @@ _RECORDS_BY_COUNTRY_SQL = (
 #: Whether every stored count is shown (none under k). The score weighs the records per country
 #: (their total and the second largest over the largest), so with one count withheld it would give
 #: that count back: base_score and score go only with every count shown.
-_JOINT_COUNTS_SHOWN_SQL = ("NOT EXISTS (SELECT 1 FROM jsonb_each(p.records_by_country) j "
-                           "WHERE jsonb_typeof(j.value) = 'null')")
+_JOINT_COUNTS_SHOWN_SQL = JOINT_COUNTS_SHOWN_SQL  # routes.joint_disclosure: shared with the exports
 _JOINT_BASE_SCORE_SQL = f"CASE WHEN {_JOINT_COUNTS_SHOWN_SQL} THEN p.base_score END"
 _JOINT_SCORE_SQL = (f"CASE WHEN {_JOINT_COUNTS_SHOWN_SQL} "
                     f"THEN p.base_score + {ZONE_WEIGHT} * CAST({_IN_ZONE_SQL} AS int) END")

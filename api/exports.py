@@ -29,7 +29,8 @@ from api.collections import RECORD_ROLES
 from api.deps import PrincipalDep, StateDep
 from geodata.db import scoped
 from geodata.errors import InputError, RutasError
-from maps.products import joint_operations_for_export
+from geodata.settings import Settings
+from maps.products import ProductParams, joint_operations_for_export
 from routes.disclosure import FIGURES, route_figures
 from routes.export import (
     PRODUCTS,
@@ -73,7 +74,7 @@ def _check_vector(product: str, fmt: str) -> None:
                          f"{', '.join(VECTOR_FORMATS)}.", code="bad_format")
 
 
-def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
+def _export_routes(engine: sa.Engine, request: ExportRequest, settings: Settings) -> ExportReport:
     """The routes product (EPSG:4326) as :func:`routes.export.export` writes it, with ``event_count``
     and each monthly count below ``k`` null and ``counts_suppressed`` true where the caller may not
     see every member record in detail (the events' row-level security, counted in SQL), and
@@ -82,7 +83,8 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
     _check_vector("routes", request.format)
     frame = routes_for_export(engine, request)
     with scoped(engine, request.scope) as conn:
-        counts = pd.DataFrame(route_figures(conn, [int(i) for i in frame["id"]], k), columns=list(FIGURES))
+        counts = pd.DataFrame(route_figures(conn, [int(i) for i in frame["id"]], settings.k_anonymity),
+                              columns=list(FIGURES))
     counts = counts.set_index("id").reindex(frame["id"])
     # nullable integers: OGR's drivers take Int64; to_json and to_csv write Python ints and None
     total = counts["event_count"].astype("Int64")
@@ -100,26 +102,22 @@ def _export_routes(engine: sa.Engine, request: ExportRequest, k: int) -> ExportR
     return _written(frame, request, "routes", name_column="category")
 
 
-def _export_joint_operations(engine: sa.Engine, request: ExportRequest, k: int) -> ExportReport:
+def _export_joint_operations(engine: sa.Engine, request: ExportRequest, settings: Settings) -> ExportReport:
     """The joint-operations product (EPSG:4326) as ``rutas export`` writes it, with ``score`` null and
     ``score_suppressed`` true where a count is shown as ``<k`` (the score weighs the counts and would
     give it back), and the period from the routes' first/last event dates as the caller sees them
     (coarsened for callers who may not see every member record in detail, as in the routes)."""
     _check_vector("joint-operations", request.format)
-    frame = joint_operations_for_export(engine, request)
+    frame = joint_operations_for_export(engine, request, ProductParams.from_settings(settings))
     route_ids = sorted({int(i) for ids in frame["route_ids"] for i in ids})
     with scoped(engine, request.scope) as conn:
-        figures = pd.DataFrame(route_figures(conn, route_ids, k), columns=list(FIGURES))
+        figures = pd.DataFrame(route_figures(conn, route_ids, settings.k_anonymity), columns=list(FIGURES))
     dates = figures[["id", "first_event", "last_event"]].set_index("id")
     members = frame["route_ids"].explode().dropna().astype("int64")
     seen = dates.reindex(members.to_numpy()).set_axis(members.index)
-    # counts under k are written as the text "<k"
-    withheld = frame["records_by_country"].map(
-        lambda counts: any(isinstance(n, str) for n in counts.values())).astype(bool)
     first = pd.to_datetime(seen["first_event"], utc=True).groupby(level=0).min()
     last = pd.to_datetime(seen["last_event"], utc=True).groupby(level=0).max()
-    frame = frame.assign(period_start=first.reindex(frame.index), period_end=last.reindex(frame.index),
-                         score=frame["score"].astype(float).mask(withheld), score_suppressed=withheld)
+    frame = frame.assign(period_start=first.reindex(frame.index), period_end=last.reindex(frame.index))
     return _written(frame, request, "joint-operations", name_column="name")
 
 
@@ -156,7 +154,7 @@ def export_product(
             until=pd.Timestamp(until, tz="UTC") if until else None,
         )
         writer = _SUPPRESSED_WRITERS.get(product)
-        report = (writer(state.engine, request, state.settings.k_anonymity) if writer
+        report = (writer(state.engine, request, state.settings) if writer
                   else export(state.engine, product, request))
         if not out.is_file():
             raise RutasError(f"Nothing to export: {'; '.join(report.notes) or 'no features'}.",

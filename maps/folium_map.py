@@ -34,7 +34,7 @@ from rasterio import features
 from rasterio.transform import from_bounds
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from maps.risk import BAND_RISK
+from maps.risk import BAND_RISK, HOT_CATEGORIES
 
 LEAFLET_DIR = Path("/usr/share/javascript/leaflet")
 LANGUAGES = ("es", "en", "pt")
@@ -59,6 +59,10 @@ LABELS: dict[str, dict[str, str]] = {
         "attribution": "Fuentes",
         "kind": "Tipo",
         "events": "eventos",
+        "joint": "Candidatas a operaciones conjuntas",
+        "joint_crossing": "en paso fronterizo",
+        "joint_sector": "en sector de frontera",
+        "withheld": "retenida (un conteo < k)",
     },
     "en": {
         "risk": "Risk surface",
@@ -79,6 +83,10 @@ LABELS: dict[str, dict[str, str]] = {
         "attribution": "Sources",
         "kind": "Kind",
         "events": "events",
+        "joint": "Joint-operation candidates",
+        "joint_crossing": "at a border crossing",
+        "joint_sector": "along a border sector",
+        "withheld": "withheld (a count < k)",
     },
     "pt": {
         "risk": "Superfície de risco",
@@ -99,8 +107,53 @@ LABELS: dict[str, dict[str, str]] = {
         "attribution": "Fontes",
         "kind": "Tipo",
         "events": "eventos",
+        "joint": "Candidatas a operações conjuntas",
+        "joint_crossing": "em passagem de fronteira",
+        "joint_sector": "em setor de fronteira",
+        "withheld": "retida (uma contagem < k)",
     },
 }
+#: Names of the route categories and corridor kinds in each language (both maps' legends).
+CATEGORY_NAMES: dict[str, dict[str, str]] = {
+    "es": {
+        "new_hot": "nueva",
+        "consecutive_hot": "consecutiva",
+        "intensifying_hot": "en intensificación",
+        "persistent_hot": "persistente",
+        "diminishing_hot": "en disminución",
+        "sporadic_hot": "esporádica",
+        "oscillating_hot": "oscilante",
+        "historical_hot": "histórica",
+    },
+    "en": {c: c.removesuffix("_hot") for c in HOT_CATEGORIES},
+    "pt": {
+        "new_hot": "nova",
+        "consecutive_hot": "consecutiva",
+        "intensifying_hot": "em intensificação",
+        "persistent_hot": "persistente",
+        "diminishing_hot": "em diminuição",
+        "sporadic_hot": "esporádica",
+        "oscillating_hot": "oscilante",
+        "historical_hot": "histórica",
+    },
+}
+KIND_NAMES: dict[str, dict[str, str]] = {
+    "es": {"drug": "drogas", "fuel": "combustible", "arms": "armas", "other": "otros"},
+    "en": {"drug": "drugs", "fuel": "fuel", "arms": "arms", "other": "other"},
+    "pt": {"drug": "drogas", "fuel": "combustível", "arms": "armas", "other": "outros"},
+}
+
+
+def category_name(category: object, language: str) -> str:
+    """The route category's name in ``language`` (``new_hot`` -> ``nueva``); unknown ones as they are."""
+    return CATEGORY_NAMES[language].get(str(category), str(category))
+
+
+def kind_name(kind: object, language: str) -> str:
+    """The corridor kind's name in ``language`` (``drug`` -> ``drogas``); unknown ones as they are."""
+    return KIND_NAMES[language].get(str(kind), str(kind))
+
+
 #: Colour of each route category (hot categories in warm colours).
 CATEGORY_COLOURS = {
     "new_hot": "#b30000",
@@ -117,6 +170,8 @@ KIND_COLOURS = {"drug": "#6a3d9a", "fuel": "#1f78b4", "arms": "#33a02c", "other"
 ROUTE_FIGURES = ("route_id", "category", "length_km", "event_count", "countries", "first_month", "last_month")
 #: Attributes shown in a corridor's popup, when the corridors frame has them.
 CORRIDOR_FIGURES = ("name", "kind", "source", "confidence", "valid_from", "valid_to", "illustrative", "note")
+#: Colour of the joint-operation candidates: dots at crossings, thick lines along border sectors.
+JOINT_COLOUR = "#00838f"
 HEAT_CMAP = "inferno"
 RISK_CMAP = "YlOrRd"
 
@@ -234,7 +289,32 @@ class _Legend(MacroElement):  # type: ignore[misc]
         self.title, self.body = html.escape(title), body
 
 
-def _legend_body(words: dict[str, str], categories: Sequence[str], kinds: Sequence[str]) -> str:
+def joint_label(candidate_type: object, words: dict[str, str]) -> str:
+    """A candidate's kind as the maps name it: "<candidates> <at a crossing | along a sector>"."""
+    where = words["joint_sector"] if candidate_type == "border_sector" else words["joint_crossing"]
+    return f"{words['joint']}: {where}"
+
+
+def _joint_features(joint: gpd.GeoDataFrame, words: dict[str, str]) -> gpd.GeoDataFrame:
+    """The candidates' popup fields, in the map's language (a withheld score says so)."""
+    score = joint["score"].astype(float)
+    shown = {
+        "type": [joint_label(t, words) for t in joint["candidate_type"]],
+        "name": joint["name"].astype(str),
+        "countries": joint["countries"].astype(str),
+        "records": [json.dumps(r, sort_keys=True) for r in joint["records_by_country"]],
+        "score": [words["withheld"] if pd.isna(s) else f"{s:.2f}" for s in score],
+    }
+    return gpd.GeoDataFrame(shown, geometry=joint.geometry.to_numpy(), crs=joint.crs)
+
+
+def _legend_body(
+    words: dict[str, str],
+    categories: Sequence[str],
+    kinds: Sequence[str],
+    language: str,
+    joint_types: Sequence[str] = (),
+) -> str:
     swatch = (
         '<div><span style="display:inline-block;width:14px;height:4px;background:{};margin-right:4px;'
         'vertical-align:middle"></span>{}</div>'
@@ -243,10 +323,19 @@ def _legend_body(words: dict[str, str], categories: Sequence[str], kinds: Sequen
         f'<div>{html.escape(words["risk"])}: <span style="background:linear-gradient(90deg,#ffffb2,#bd0026);'
         f'display:inline-block;width:80px;height:8px"></span> {words["low"]} → {words["high"]}</div>'
     ]
-    parts += [swatch.format(CATEGORY_COLOURS.get(c, "#999"), html.escape(c)) for c in categories]
     parts += [
-        swatch.format(KIND_COLOURS.get(k, "#666"), html.escape(f"{words['corridors']}: {k}")) for k in kinds
+        swatch.format(
+            CATEGORY_COLOURS.get(c, "#999"), html.escape(f"{words['routes']}: {category_name(c, language)}")
+        )
+        for c in categories
     ]
+    parts += [
+        swatch.format(
+            KIND_COLOURS.get(k, "#666"), html.escape(f"{words['corridors']}: {kind_name(k, language)}")
+        )
+        for k in kinds
+    ]
+    parts += [swatch.format(JOINT_COLOUR, html.escape(joint_label(t, words))) for t in joint_types]
     return "".join(parts)
 
 
@@ -284,6 +373,7 @@ def build_map(
     zones: gpd.GeoDataFrame | None = None,
     crossings: gpd.GeoDataFrame | None = None,
     borders: gpd.GeoDataFrame | None = None,
+    joint: gpd.GeoDataFrame | None = None,
     risk_path: Path | None = None,
     attribution: Sequence[str] = (),
     title: str = "Rutas",
@@ -293,7 +383,9 @@ def build_map(
     """The interactive map. ``cells`` (and ``monthly_cells``, one slice of ``slice`` each: month,
     quarter or year, dated by the ``month`` column) come from :mod:`maps.privacy`.
 
-    Vector layers are EPSG:4326 GeoDataFrames. The heatmap and each month of the slider are
+    Vector layers are EPSG:4326 GeoDataFrames; ``joint`` holds joint-operation candidates
+    (:data:`routes.overlap.JOINT_COLUMNS`: points at crossings, lines along border sectors, score
+    NaN where withheld). The heatmap and each month of the slider are
     images of the cell counts; no record's coordinates reach the page.
     """
     words = labels(language)
@@ -398,12 +490,23 @@ def build_map(
             ),
             tooltip=folium.GeoJsonTooltip(fields=kept[:1]) if kept else None,
         ).add_to(fmap)
+    joint_types: list[str] = []
+    if joint is not None and not joint.empty:
+        folium.GeoJson(
+            _joint_features(joint, words).to_json(),
+            name=words["joint"],
+            style_function=lambda _: {"color": JOINT_COLOUR, "weight": 7, "opacity": 0.85,
+                                      "fillColor": JOINT_COLOUR, "fillOpacity": 0.9},
+            marker=folium.CircleMarker(radius=7, fill=True),
+            popup=folium.GeoJsonPopup(fields=["type", "name", "countries", "records", "score"]),
+        ).add_to(fmap)
+        joint_types = sorted(set(joint["candidate_type"]), reverse=True)
     if monthly_cells is not None and not monthly_cells.empty:
         _add_slider(fmap, monthly_cells, bounds, heat_px, words, slice)
     folium.LayerControl(collapsed=False).add_to(fmap)
     categories = sorted(set(routes["category"])) if routes is not None and "category" in routes else []
     kinds = sorted(set(corridors["kind"])) if corridors is not None and "kind" in corridors else []
-    fmap.add_child(_Legend(words["legend"], _legend_body(words, categories, kinds)))
+    fmap.add_child(_Legend(words["legend"], _legend_body(words, categories, kinds, language, joint_types)))
     return fmap
 
 

@@ -8,9 +8,11 @@ The ``risk`` export product (``rutas export risk --format tif``) is registered h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
+from typing import Any, TypeVar
 
 import geopandas as gpd
 import pandas as pd
@@ -19,20 +21,23 @@ from sqlalchemy.engine import Engine
 
 from geodata.corridors import read_stored_corridors
 from geodata.db import SYSTEM, Scope, scoped
+from geodata.errors import InputError
 from geodata.reference import GLOBAL_MAP_CREDIT, credits
+from geodata.settings import Settings, get_settings
 from maps.basemap import BASEMAP_CREDIT, read_land
 from maps.folium_map import build_map, save_map
 from maps.privacy import cells_as_events, event_cells, sliced_event_cells
 from maps.risk import RiskInputs, RiskParams, RiskReport, write_risk_surface
 from maps.static import render_png
 from routes.export import ExportRequest, Product, register_product, vector_product
+from routes.joint_disclosure import withhold_scores
 from routes.overlap import (
     JOINT_COLUMNS,
     convergence_zones,
-    joint_operation_candidates,
     route_corridor_overlap,
 )
 from routes.overlap_store import (
+    OverlapParams,
     read_convergence_zones,
     read_corridor_overlaps,
     read_joint_operations,
@@ -46,25 +51,47 @@ BASE_CREDITS = ("Records: offices of the REDTRAM network (aggregated, k-suppress
 
 @dataclass(frozen=True)
 class ProductParams:
-    """How the products are made: cell size (km) and k of the aggregation, language, risk params."""
+    """How the products are made, built from the settings by :meth:`from_settings`.
 
-    cell_km: float = 25.0
-    k: int = 11
+    Attributes
+    ----------
+    cell_km
+        Side (km) of the cells events are aggregated into (``RUTAS_AGGREGATE_CELL_KM``).
+    k
+        Cells, counts and months of fewer than ``k`` records are withheld (``RUTAS_K_ANONYMITY``).
+    overlap
+        Overlap distances (metres) for runs whose products were not stored
+        (``RUTAS_OVERLAP_BUFFER_KM``, ``RUTAS_CONVERGENCE_KM``, ``RUTAS_BORDER_NEAR_KM``).
+    slice, language, title, risk
+        Time slice of the monthly cells, language of the maps (es, en, pt), title, risk parameters.
+    countries_path
+        Natural Earth's countries (land and names of the PNG map); None draws no land.
+    """
+
+    cell_km: float
+    k: int
+    overlap: OverlapParams
     slice: str = "month"
     language: str = "es"
     title: str = "Rutas: riesgo en rutas migratorias"
     risk: RiskParams = field(default_factory=RiskParams)
-    #: Distance (m) within which a route and corridors of two kinds or more make a convergence zone.
-    convergence_m: float = 25_000.0
-    #: Buffer (m) of a corridor within which a route's length counts as shared.
-    overlap_buffer_m: float = 5_000.0
-    #: Natural Earth's countries (land and names of the PNG map); None draws no land.
     countries_path: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **changes: Any) -> ProductParams:
+        """The parameters the settings give, with ``changes`` (e.g. ``language="en"``) applied."""
+        base = cls(
+            cell_km=settings.aggregate_cell_km,
+            k=settings.k_anonymity,
+            overlap=OverlapParams.from_settings(settings),
+        )
+        return replace(base, **changes)
 
 
 @dataclass(frozen=True)
 class MapLayers:
-    """What the maps draw, EPSG:4326: cells (whole period and monthly), routes, crossings, borders."""
+    """What the maps draw, EPSG:4326: cells (whole period and monthly), routes, corridors, zones,
+    crossings, borders and the joint-operation candidates (:func:`map_candidates`)."""
 
     cells: pd.DataFrame
     monthly_cells: pd.DataFrame
@@ -73,6 +100,7 @@ class MapLayers:
     zones: gpd.GeoDataFrame
     crossings: gpd.GeoDataFrame
     borders: gpd.GeoDataFrame
+    joint: gpd.GeoDataFrame
     attribution: tuple[str, ...]
     run_id: str
 
@@ -127,7 +155,9 @@ def map_zones(
     those products existed (migration 0008).
     """
     if routes.empty:
-        return convergence_zones(routes, corridors, distance_m=params.convergence_m, crossings=crossings)
+        return convergence_zones(
+            routes, corridors, distance_m=params.overlap.convergence_m, crossings=crossings
+        )
     runs = sorted({int(r) for r in routes["run_id"]})
     stored = stored_run_ids(engine, runs)
     frames: list[gpd.GeoDataFrame] = []
@@ -140,12 +170,12 @@ def map_zones(
             convergence_zones(
                 routes[routes["run_id"].isin(older)],
                 corridors,
-                distance_m=params.convergence_m,
+                distance_m=params.overlap.convergence_m,
                 crossings=crossings,
             )
         )
     if not frames:
-        return convergence_zones(routes.iloc[:0], corridors, distance_m=params.convergence_m)
+        return convergence_zones(routes.iloc[:0], corridors, distance_m=params.overlap.convergence_m)
     merged = pd.concat(frames, ignore_index=True).sort_values("score", ascending=False, ignore_index=True)
     return gpd.GeoDataFrame(merged, geometry="geometry", crs="EPSG:4326")
 
@@ -185,6 +215,7 @@ def read_layers(
         zones=map_zones(engine, scope, routes, corridors, crossings, params),
         crossings=crossings,
         borders=borders,
+        joint=map_candidates(engine, scope, routes, params),
         attribution=attribution,
         run_id=",".join(run_ids) or "none",
     )
@@ -205,13 +236,12 @@ def make_products(
     out_dir: Path,
     *,
     scope: Scope = SYSTEM,
-    params: ProductParams | None = None,
+    params: ProductParams,
     since: date | None = None,
     until: date | None = None,
     name: str = "rutas",
 ) -> ProductPaths:
     """Write ``<name>_risk.tif``, ``<name>_map.html`` and ``<name>_map.png`` in ``out_dir`` for ``scope``."""
-    params = params or ProductParams()
     layers = read_layers(engine, scope, params, since=since, until=until)
     tif = write_risk_surface(
         out_dir / f"{name}_risk.tif", risk_inputs(layers), params.risk, run_id=layers.run_id
@@ -224,6 +254,7 @@ def make_products(
         zones=layers.zones,
         crossings=layers.crossings,
         borders=layers.borders,
+        joint=layers.joint,
         risk_path=tif,
         attribution=layers.attribution,
         title=params.title,
@@ -245,6 +276,7 @@ def make_products(
         zones=layers.zones,
         crossings=layers.crossings,
         borders=layers.borders,
+        joint=layers.joint,
         land=land,
         run_id=layers.run_id,
         language=params.language,
@@ -252,12 +284,11 @@ def make_products(
     return ProductPaths(html=html, png=png, tif=tif)
 
 
-def export_risk(engine: Engine, request: ExportRequest) -> int:
+def export_risk(engine: Engine, request: ExportRequest, params: ProductParams) -> int:
     """``rutas export risk --format tif``: the risk surface for the request's scope.
 
     Returns the number of bands written.
     """
-    params = ProductParams()
     since = request.since.date() if request.since is not None else None
     until = request.until.date() if request.until is not None else None
     layers = read_layers(engine, request.scope, params, since=since, until=until)
@@ -273,7 +304,7 @@ def _latest_stored_runs(engine: Engine, request: ExportRequest, routes: gpd.GeoD
     return stored_run_ids(engine, wanted) if wanted else []
 
 
-def corridors_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataFrame:
+def corridors_for_export(engine: Engine, request: ExportRequest, params: ProductParams) -> gpd.GeoDataFrame:
     """``rutas export corridors``: each corridor the scope may see with its overlap with each route.
 
     One row per (corridor, route) pair that shares length (and one per corridor sharing none),
@@ -282,7 +313,6 @@ def corridors_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataF
     runs asked for, else of the latest run per crime-type group; runs stored before those
     products existed are computed on the fly.
     """
-    params = ProductParams()
     corridors = read_stored_corridors(engine, request.scope)
     routes = read_routes(engine, list(request.run_ids) if request.run_ids else None, request.scope)
     runs = _latest_stored_runs(engine, request, routes)
@@ -294,72 +324,104 @@ def corridors_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataF
             routes["route_id"] = routes["id"]
         crossings = _read_frame(engine, "SELECT id AS crossing_id, geom FROM crossings")
         overlap = route_corridor_overlap(
-            routes, corridors, buffer_m=params.overlap_buffer_m, crossings=crossings
+            routes, corridors, buffer_m=params.overlap.buffer_m, crossings=crossings
         )
     merged = corridors.merge(overlap.drop(columns=["kind"]), on="corridor_id", how="left")
     merged["illustrative"] = merged["illustrative"].astype(bool)
     return gpd.GeoDataFrame(merged, geometry="geometry", crs="EPSG:4326")
 
 
-#: Records of each route per owner country: counts only, never the records themselves.
-_ROUTE_RECORDS_SQL = (
-    "SELECT re.route_id, e.owner_country, count(*) AS n "
-    "FROM route_events re JOIN events e ON e.id = re.event_id "
-    "WHERE re.route_id = ANY(:ids) GROUP BY re.route_id, e.owner_country"
-)
+def joint_operations_for_export(
+    engine: Engine, request: ExportRequest, params: ProductParams
+) -> gpd.GeoDataFrame:
+    """``rutas export joint-operations``: crossings and border sectors where routes carry two or more
+    countries' records, as the runs stored them.
 
+    The stored candidates (:func:`routes.overlap_store.read_joint_operations`, columns of
+    :data:`routes.overlap.JOINT_COLUMNS` plus ``score_suppressed``, EPSG:4326: points at crossings,
+    lines along border sectors) of the runs asked for, else of the latest run per crime-type group,
+    with the corridor term of the zones the request's scope may see. Counts under k are shown as
+    ``<k`` and then the score is null (:func:`routes.joint_disclosure.withhold_scores`); the period
+    is the first/last month holding k records. Routes the scope may not see are left out of the
+    candidates' lists.
 
-def joint_operations_for_export(engine: Engine, request: ExportRequest) -> gpd.GeoDataFrame:
-    """``rutas export joint-operations``: crossings where routes carry two or more countries' records.
-
-    Computed across countries: the records behind each route are counted per owner country with
-    the system scope (counts only leave this function, for every office), the routes and
-    corridors are those the request's scope may see. The stored candidates of the runs asked
-    for (else of the latest run per crime-type group) are read when they exist
-    (:func:`routes.overlap_store.read_joint_operations`: counts under k shown as ``<k``).
+    Raises
+    ------
+    InputError
+        When a run wanted was stored before its candidates were (migration 0008): they would carry
+        the routes' exact first/last dates; ``rutas run`` stores them with the coarsened period.
     """
-    params = ProductParams()
     routes = read_routes(engine, list(request.run_ids) if request.run_ids else None, request.scope)
     if routes.empty:
-        return gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs="EPSG:4326")
-    runs = _latest_stored_runs(engine, request, routes)
-    if runs:
-        stored = read_joint_operations(engine, runs, request.scope, k=params.k)
-        # routes the scope may not see are left out of the candidates' lists
-        visible = set(routes["id"].astype(int))
-        stored["route_ids"] = stored["route_ids"].map(lambda ids: [i for i in ids if i in visible])
-        return stored[stored["route_ids"].map(len) > 0].reset_index(drop=True)
-    routes["route_id"] = routes["id"]
-    with scoped(engine) as conn:
-        counts = conn.execute(sa.text(_ROUTE_RECORDS_SQL), {"ids": routes["id"].tolist()}).all()
-    per_route: dict[int, dict[str, int]] = {}
-    for route_id, country, n in counts:
-        per_route.setdefault(int(route_id), {})[str(country)] = int(n)
-    routes["records_by_country"] = [per_route.get(int(i), {}) for i in routes["id"]]
-    crossings = _read_frame(engine, "SELECT id AS crossing_id, name, geom FROM crossings")
-    corridors = read_stored_corridors(engine, request.scope)
-    zones = convergence_zones(routes, corridors, distance_m=params.convergence_m, crossings=crossings)
-    found = joint_operation_candidates(routes, crossings, zones=zones)
-    # another office's count under k is shown as "<k", as cells under k are suppressed
-    k, own = params.k, request.scope.country
-    found["records_by_country"] = [
-        {c: (n if n >= k or c == own else f"<{k}") for c, n in counts.items()}
-        for counts in found["records_by_country"]
-    ]
-    return found
+        return map_candidates(engine, request.scope, routes, params)
+    wanted = list(request.run_ids) if request.run_ids else sorted({int(r) for r in routes["run_id"]})
+    runs = stored_run_ids(engine, wanted)
+    older = sorted(set(wanted) - set(runs))
+    if older:
+        listed = ", ".join(str(r) for r in older)
+        raise InputError(
+            f"Run(s) {listed} were stored before joint-operation candidates were: run `rutas run` "
+            "again to compute and store them, then export.",
+            f"Las ejecuciones {listed} se guardaron antes que las candidatas a operaciones conjuntas: "
+            "ejecute `rutas run` de nuevo para calcularlas y guardarlas, y exporte después.",
+            code="bad_parameter",
+        )
+    return _stored_candidates(engine, runs, request.scope, routes, params.k)
+
+
+def _stored_candidates(
+    engine: Engine, runs: list[int], scope: Scope, routes: gpd.GeoDataFrame, k: int
+) -> gpd.GeoDataFrame:
+    """The stored candidates of ``runs`` in ``scope``, only with ``routes`` (those the scope sees),
+    scores withheld where a count is under k."""
+    stored = read_joint_operations(engine, runs, scope, k=k)
+    visible = set(routes["id"].astype(int))
+    stored["route_ids"] = stored["route_ids"].map(lambda ids: [i for i in ids if i in visible])
+    return withhold_scores(stored[stored["route_ids"].map(len) > 0].reset_index(drop=True))
+
+
+def map_candidates(
+    engine: Engine, scope: Scope, routes: gpd.GeoDataFrame, params: ProductParams
+) -> gpd.GeoDataFrame:
+    """The joint-operation candidates the maps draw: those of the routes' runs that stored them.
+
+    As :func:`joint_operations_for_export` gives them (EPSG:4326 points at crossings, lines along
+    border sectors, score NaN where a count is under k); runs stored before the candidates were
+    (migration 0008) add none, as the maps are drawn without them rather than refused.
+    """
+    runs = stored_run_ids(engine, sorted({int(r) for r in routes["run_id"]})) if not routes.empty else []
+    if not runs:
+        empty = gpd.GeoDataFrame(columns=JOINT_COLUMNS, geometry="geometry", crs="EPSG:4326")
+        return withhold_scores(empty)
+    return _stored_candidates(engine, runs, scope, routes, params.k)
+
+
+T = TypeVar("T")
+
+
+def _with_settings(
+    write: Callable[[Engine, ExportRequest, ProductParams], T],
+) -> Callable[[Engine, ExportRequest], T]:
+    """``write`` as ``rutas export`` calls it: with the parameters of the command's settings."""
+
+    def with_settings(engine: Engine, request: ExportRequest) -> T:
+        return write(engine, request, ProductParams.from_settings(get_settings()))
+
+    return with_settings
 
 
 register_product(
     vector_product(
         "joint-operations",
-        joint_operations_for_export,
-        "crossings where routes carry records of two or more countries, ranked, with counts per country",
+        _with_settings(joint_operations_for_export),
+        "crossings and border sectors where routes carry records of two or more countries, ranked, "
+        "with counts per country",
     )
 )
 register_product(
     vector_product(
         "corridors",
-        corridors_for_export,
+        _with_settings(corridors_for_export),
         "corridors the caller may see, with shared km, share, crossings and score per route",
     )
 )
@@ -367,7 +429,7 @@ register_product(
     Product(
         name="risk",
         formats=("tif",),
-        write=export_risk,
+        write=_with_settings(export_risk),
         description="risk surface (Cloud-Optimised GeoTIFF, bands and 'risk' in 0-1)",
     )
 )

@@ -36,8 +36,17 @@ from matplotlib.patches import Patch, Rectangle
 from pyproj import Transformer
 
 from maps.basemap import label_countries, land_in_view
-from maps.folium_map import CATEGORY_COLOURS, KIND_COLOURS, RISK_CMAP, labels
-from maps.risk import BAND_DENSITY, BAND_RISK, HOT_CATEGORIES
+from maps.folium_map import (
+    CATEGORY_COLOURS,
+    JOINT_COLOUR,
+    KIND_COLOURS,
+    RISK_CMAP,
+    category_name,
+    joint_label,
+    kind_name,
+    labels,
+)
+from maps.risk import BAND_DENSITY, BAND_RISK
 
 #: Risk below this is left blank, so the map shows where risk is, not the faint proximity halo.
 MIN_SHOWN_RISK = 0.02
@@ -57,35 +66,6 @@ _CASING = [pe.Stroke(linewidth=4.6, foreground="#1b1b1b"), pe.Normal()]
 CORRIDOR_DASH, CORRIDOR_WIDTH = (0, (5, 2.5)), 3.0
 _TEXT_HALO = [pe.withStroke(linewidth=2.4, foreground="white", alpha=0.85)]
 
-#: Names of the route categories and corridor kinds in each language.
-CATEGORY_NAMES: dict[str, dict[str, str]] = {
-    "es": {
-        "new_hot": "nueva",
-        "consecutive_hot": "consecutiva",
-        "intensifying_hot": "en intensificación",
-        "persistent_hot": "persistente",
-        "diminishing_hot": "en disminución",
-        "sporadic_hot": "esporádica",
-        "oscillating_hot": "oscilante",
-        "historical_hot": "histórica",
-    },
-    "en": {c: c.removesuffix("_hot") for c in HOT_CATEGORIES},
-    "pt": {
-        "new_hot": "nova",
-        "consecutive_hot": "consecutiva",
-        "intensifying_hot": "em intensificação",
-        "persistent_hot": "persistente",
-        "diminishing_hot": "em diminuição",
-        "sporadic_hot": "esporádica",
-        "oscillating_hot": "oscilante",
-        "historical_hot": "histórica",
-    },
-}
-KIND_NAMES: dict[str, dict[str, str]] = {
-    "es": {"drug": "drogas", "fuel": "combustible", "arms": "armas", "other": "otros"},
-    "en": {"drug": "drugs", "fuel": "fuel", "arms": "arms", "other": "other"},
-    "pt": {"drug": "drogas", "fuel": "combustível", "arms": "armas", "other": "outros"},
-}
 _PAGE_WORDS: dict[str, dict[str, str]] = {
     "es": {
         "period": "Período",
@@ -285,6 +265,7 @@ def render_png(
     zones: gpd.GeoDataFrame | None = None,
     crossings: gpd.GeoDataFrame | None = None,
     borders: gpd.GeoDataFrame | None = None,
+    joint: gpd.GeoDataFrame | None = None,
     land: gpd.GeoDataFrame | None = None,
     run_id: str | None = None,
     language: str = "es",
@@ -294,7 +275,8 @@ def render_png(
 
     Vector layers are EPSG:4326 GeoDataFrames (``land``: countries with a ``name``, see
     :func:`maps.basemap.read_land`); they are drawn in the raster's CRS (metres). ``borders``
-    are drawn only without ``land``, whose outlines already show them.
+    are drawn only without ``land``, whose outlines already show them. ``joint``: joint-operation
+    candidates (``candidate_type``; points at crossings, lines along border sectors).
     """
     words, page = labels(language), _PAGE_WORDS[language]
     with rasterio.open(risk_path) as src:
@@ -335,7 +317,6 @@ def render_png(
         )
         handles.append(Patch(facecolor="none", edgecolor=ZONE_COLOUR, hatch="////", label=words["zones"]))
     if p_corridors is not None:
-        kind_names = KIND_NAMES[language]
         for kind, group in p_corridors.groupby("kind"):
             colour = KIND_COLOURS.get(str(kind), "#666666")
             group.plot(ax=ax, color="white", linewidth=CORRIDOR_WIDTH + 2.0, alpha=0.95, zorder=5)
@@ -347,11 +328,10 @@ def render_png(
                     color=colour,
                     linewidth=CORRIDOR_WIDTH,
                     linestyle=CORRIDOR_DASH,
-                    label=f"{words['corridors']}: {kind_names.get(str(kind), str(kind))}",
+                    label=f"{words['corridors']}: {kind_name(kind, language)}",
                 )
             )
     if p_routes is not None:
-        category_names = CATEGORY_NAMES[language]
         for category, group in p_routes.groupby("category"):
             colour = CATEGORY_COLOURS.get(str(category), "#999999")
             group.plot(ax=ax, color=colour, linewidth=2.6, zorder=6, path_effects=_CASING)
@@ -362,9 +342,27 @@ def render_png(
                     color=colour,
                     linewidth=2.6,
                     path_effects=_CASING,
-                    label=f"{words['routes']}: {category_names.get(str(category), str(category))}",
+                    label=f"{words['routes']}: {category_name(category, language)}",
                 )
             )
+    p_joint = _projected(joint, crs)
+    if p_joint is not None:
+        for candidate_type, group in p_joint.groupby("candidate_type", sort=False):
+            # two lines: the panel is narrow
+            label = "\n".join(textwrap.wrap(joint_label(candidate_type, words), 30))
+            if candidate_type == "border_sector":
+                # solid, on a white band, so it reads over the risk colours and the routes' casing
+                group.plot(ax=ax, color="white", linewidth=7.0, zorder=6.4)
+                group.plot(ax=ax, color=JOINT_COLOUR, linewidth=5.0, zorder=6.5)
+                handles.append(Line2D([], [], color=JOINT_COLOUR, linewidth=5.0, label=label))
+            else:
+                group.plot(
+                    ax=ax, color=JOINT_COLOUR, edgecolor="white", marker="D", markersize=50, zorder=7.5
+                )
+                handles.append(
+                    Line2D([], [], marker="D", color="none", markerfacecolor=JOINT_COLOUR,
+                           markeredgecolor="white", label=label)
+                )
     if p_crossings is not None:
         inside = p_crossings.cx[x0:x1, y0:y1]
         if not inside.empty:

@@ -33,6 +33,8 @@ DEMO_SLICE = "year"
 #: loaded for the demo as if an office owned them.
 ILLUSTRATIVE_DIR = CHECKOUT_DIR / "geodata" / "illustrative"
 DEMO_CORRIDOR_OWNER = "COL"
+#: How the demo's table names each ``candidate_type``.
+CANDIDATE_TYPES = {"crossing": "paso / crossing", "border_sector": "sector / border sector"}
 
 
 def _scope(role: str | None, country: str | None, partners: str) -> Scope:
@@ -85,9 +87,8 @@ def register(app: typer.Typer) -> None:
                 code="bad_parameter",
             )
         settings = get_settings()
-        params = ProductParams(
-            cell_km=settings.aggregate_cell_km,
-            k=settings.k_anonymity,
+        params = ProductParams.from_settings(
+            settings,
             language=lang,
             slice=slice_,
             risk=RiskParams(res_m=res_km * 1000.0, half_life_days=half_life_days),
@@ -130,9 +131,8 @@ def demo_stage(settings: Settings) -> None:
     """Write the HTML map, the PNG and the GeoTIFF of the demo data, print their paths and the
     joint-operation candidates."""
     engine = db.get_engine(settings)
-    params = ProductParams(
-        cell_km=settings.aggregate_cell_km,
-        k=settings.k_anonymity,
+    params = ProductParams.from_settings(
+        settings,
         slice=DEMO_SLICE,
         countries_path=countries_path(settings.data_dir),
     )
@@ -140,13 +140,16 @@ def demo_stage(settings: Settings) -> None:
         paths = make_products(engine, Path(settings.state_dir) / "products", params=params)
     _print_paths(paths)
     joint_path = Path(settings.state_dir) / "products" / "joint_operations.geojson"
-    candidates = joint_operations_for_export(engine, ExportRequest(format="geojson", out=joint_path))
+    candidates = joint_operations_for_export(
+        engine, ExportRequest(format="geojson", out=joint_path), params
+    )
     write_frame(candidates, "geojson", joint_path, layer="joint-operations")
     out.print(
         f"Candidatos a operaciones conjuntas / joint-operation candidates: {len(candidates)} -> {joint_path}"
     )
     table = Table(
-        "paso / crossing",
+        "tipo / type",
+        "nombre / name",
         "países / countries",
         "registros / records",
         "rutas / routes",
@@ -155,12 +158,14 @@ def demo_stage(settings: Settings) -> None:
     )
     for row in candidates.head(10).itertuples(index=False):
         table.add_row(
+            CANDIDATE_TYPES.get(str(row.candidate_type), str(row.candidate_type)),
             str(row.name),
             str(row.countries),
-            str(row.records_by_country),
+            ", ".join(f"{c} {n}" for c, n in row.records_by_country.items()),
             ",".join(str(r) for r in row.route_ids),
             # no period is stored when no month holds k of the candidate's records
             "—" if pd.isna(row.period_start) else f"{row.period_start:%Y-%m} – {row.period_end:%Y-%m}",
-            f"{row.score:.2f}",
+            # the score would give a count under k back: withheld as in the API
+            "— (k)" if pd.isna(row.score) else f"{row.score:.2f}",
         )
     out.print(table)

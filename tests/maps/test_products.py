@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -72,12 +73,22 @@ def test_cells_suppress_under_k_and_hide_victims_places(store: Engine) -> None:
     assert event_cells(store, Scope(role="prosecutor", country="ECU"), cell_km=10.0, k=K).empty
 
 
-def test_no_raw_victim_coordinate_in_a_map_for_another_country(store: Engine, tmp_path: Path) -> None:
+@pytest.fixture
+def params(settings: Settings) -> ProductParams:
+    """The settings' products at 10 km cells, k = K and a 2 km risk surface."""
+    return ProductParams.from_settings(
+        settings, cell_km=10.0, k=K, risk=RiskParams(res_m=2_000.0, bandwidth_m=4_000.0)
+    )
+
+
+def test_no_raw_victim_coordinate_in_a_map_for_another_country(
+    store: Engine, params: ProductParams, tmp_path: Path
+) -> None:
     paths = make_products(
         store,
         tmp_path,
         scope=PERU,
-        params=ProductParams(cell_km=10.0, k=K, risk=RiskParams(res_m=2_000.0, bandwidth_m=4_000.0)),
+        params=params,
         name="per",
     )
     page = paths.html.read_text(encoding="utf-8")
@@ -174,14 +185,14 @@ def test_html_map_opens_in_chromium_with_its_layers_and_no_errors(
     assert errors == []
 
 
-def test_products_write_a_georeferenced_tif_and_a_non_blank_png(store: Engine, tmp_path: Path) -> None:
+def test_products_write_a_georeferenced_tif_and_a_non_blank_png(
+    store: Engine, params: ProductParams, tmp_path: Path
+) -> None:
     paths = make_products(
         store,
         tmp_path,
         scope=PERU,
-        params=ProductParams(
-            cell_km=10.0, k=K, language="pt", risk=RiskParams(res_m=2_000.0, bandwidth_m=4_000.0)
-        ),
+        params=replace(params, language="pt"),
         name="per",
     )
     with Image.open(paths.png) as image:
@@ -194,7 +205,7 @@ def test_products_write_a_georeferenced_tif_and_a_non_blank_png(store: Engine, t
 
 
 def test_an_offices_corridors_reach_only_maps_its_scope_may_see(
-    store: Engine, settings: Settings, tmp_path: Path
+    store: Engine, settings: Settings, params: ProductParams, tmp_path: Path
 ) -> None:
     # corridors other tests left loaded would fill the convergence band in every scope
     with store.begin() as conn:
@@ -208,7 +219,6 @@ def test_an_offices_corridors_reach_only_maps_its_scope_may_see(
         encoding="utf-8",
     )
     load_corridors(store, path, settings=settings, kind="drug", country="COL")
-    params = ProductParams(cell_km=10.0, k=K, risk=RiskParams(res_m=2_000.0, bandwidth_m=4_000.0))
     own = make_products(store, tmp_path / "col", scope=Scope(role="prosecutor", country="COL"), params=params)
     other = make_products(store, tmp_path / "per", scope=PERU, params=params)
     assert "secreto-COL-123" in own.html.read_text(encoding="utf-8")

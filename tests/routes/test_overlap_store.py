@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from geodata.corridors import load_corridors, read_stored_corridors
 from geodata.db import Scope, scoped
 from geodata.settings import Settings
-from maps.products import corridors_for_export, joint_operations_for_export
+from maps.products import ProductParams, corridors_for_export, joint_operations_for_export
 from routes.analysis import AnalysisParams
 from routes.export import ExportRequest
 from routes.overlap import route_corridor_overlap
@@ -110,7 +110,7 @@ def test_run_stores_its_overlaps_and_zones_and_counts_them(
 
 
 def test_another_office_does_not_read_corridor_derived_rows(
-    engine: Engine, stored: tuple[Scenario, RunSummary], tmp_path: Path
+    engine: Engine, settings: Settings, stored: tuple[Scenario, RunSummary], tmp_path: Path
 ) -> None:
     _, run = stored
     runs = [run.run_id]
@@ -124,10 +124,12 @@ def test_another_office_does_not_read_corridor_derived_rows(
     assert read_corridor_overlaps(engine, runs, SLV).empty
     assert read_convergence_zones(engine, runs, SLV).empty
     request = ExportRequest(format="csv", out=tmp_path / "c.csv", scope=SLV)
-    assert corridors_for_export(engine, request).empty
-    assert joint_operations_for_export(engine, request).empty
+    params = ProductParams.from_settings(settings)
+    assert corridors_for_export(engine, request, params).empty
+    assert joint_operations_for_export(engine, request, params).empty
     # the export reads the stored figures of the latest run in the reader's scope
-    exported = corridors_for_export(engine, ExportRequest(format="csv", out=tmp_path / "g.csv", scope=GTM))
+    request = ExportRequest(format="csv", out=tmp_path / "g.csv", scope=GTM)
+    exported = corridors_for_export(engine, request, params)
     assert set(exported["owner_country"]) == {"GTM"}
     mine = read_corridor_overlaps(engine, runs, GTM)
     pd.testing.assert_series_equal(
