@@ -137,8 +137,11 @@ def test_alerts_about_other_countries_follow_the_apis_role_rule(engine: Engine, 
 
     # the demo's backfill follows the same rule
     late = subscribe(engine, fence, scope=Scope("border_authority", "GTM", user="tests"))
-    assert backfill_event_alerts(engine, late).alerts == 2
-    assert [set(e) for e in events(late)] == [SUMMARY, SUMMARY]
+    raised = backfill_event_alerts(engine, late).alerts
+    backfilled = events(late)  # other tests may have stored Mexican records here too
+    assert raised == len(backfilled) >= 2
+    assert {e["kind"] for e in backfilled} == {"incident", "interception"}
+    assert all(set(e) == SUMMARY for e in backfilled)
 
 
 def test_fence_by_reference_and_bad_fences(engine: Engine) -> None:
