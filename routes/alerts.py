@@ -273,12 +273,16 @@ def disable_subscription(conn: Connection, sub_id: int, reason: str) -> int:
 #: Whether event e is of subscription s's own country: then the alert carries the record in detail,
 #: whatever the subscriber's role. A border authority reads no record in detail through the API, but
 #: being told where an interception or incident happened inside its own sector is what it subscribes
-#: for (issue 7): the one place alerts give it more than the ``events`` collection.
-_OWN_SQL = "coalesce(e.owner_country = s.country, false)"
+#: for (issue 7): the one place alerts give it more than the ``events`` collection. Victim
+#: identifications are not part of that exception: of its own country's, a border authority (or an
+#: analyst) gets what the API shows it, as of any record it may not read in detail.
+_SAME_COUNTRY_SQL = "coalesce(e.owner_country = s.country, false)"
+_OWN_SQL = (f"({_SAME_COUNTRY_SQL} AND (e.kind <> 'victim_identification' "
+            "OR s.role IN ('admin', 'steward', 'prosecutor')))")
 #: Victim identifications raise ``event_in_fence`` alerts only for subscriptions of their owner
 #: country: outside it not even their kind and month go out, since a small fence would locate the
 #: victim (they still count in route alerts, whose figures follow :mod:`routes.disclosure`).
-_VICTIMS_STAY_SQL = f"(e.kind <> 'victim_identification' OR {_OWN_SQL})"
+_VICTIMS_STAY_SQL = f"(e.kind <> 'victim_identification' OR {_SAME_COUNTRY_SQL})"
 _PERSONS = ("(coalesce(e.dead, 0) + coalesce(e.missing, 0) + coalesce(e.survivors, 0) "
             "+ coalesce(e.victims, 0))")
 #: What an alert says of a record the subscriber may not see in detail: what the API shows it.
