@@ -139,6 +139,36 @@ APP_ROLE = "rutas_app"
 APP_STATEMENT_TIMEOUT_MS = 30_000
 
 
+def set_scope(conn: Connection, scope: Scope) -> None:
+    """Set ``scope`` for row-level security on ``conn``'s open transaction (``SET LOCAL``).
+
+    It lasts until the transaction ends, or until a rollback to a savepoint taken before it.
+    """
+    partners = ",".join(f"{c}:{level}" for c, level in sorted(scope.partners.items()))
+    # A caller's request runs as the app role, which owns no table, so the row-level
+    # security policies of migration 0003 always apply to it (set_config('role') is SET
+    # LOCAL ROLE); JIT and parallel workers are off for its short paged queries, whose
+    # start-up they would dominate. One round trip sets it all.
+    as_app = "" if scope.role == SYSTEM.role else (
+        f", set_config('role', '{APP_ROLE}', true), set_config('jit', 'off', true), "
+        "set_config('max_parallel_workers_per_gather', '0', true), "
+        f"set_config('statement_timeout', '{APP_STATEMENT_TIMEOUT_MS}', true)")
+    conn.execute(
+        sa.text(
+            "SELECT set_config('rutas.role', :role, true), "
+            "set_config('rutas.country', :country, true), "
+            "set_config('rutas.partners', :partners, true), "
+            "set_config('rutas.user', :user, true)" + as_app
+        ),
+        {
+            "role": scope.role,
+            "country": scope.country or "",
+            "partners": partners,
+            "user": scope.user,
+        },
+    )
+
+
 @contextmanager
 def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
     """A connection in a transaction whose row-level-security scope is ``scope``.
@@ -147,27 +177,22 @@ def scoped(engine: Engine, scope: Scope = SYSTEM) -> Iterator[Connection]:
     with the transaction and can never leak to the next user of a pooled connection.
     """
     with engine.begin() as conn:
-        partners = ",".join(f"{c}:{level}" for c, level in sorted(scope.partners.items()))
-        # A caller's request runs as the app role, which owns no table, so the row-level
-        # security policies of migration 0003 always apply to it (set_config('role') is SET
-        # LOCAL ROLE); JIT and parallel workers are off for its short paged queries, whose
-        # start-up they would dominate. One round trip sets it all.
-        as_app = "" if scope.role == SYSTEM.role else (
-            f", set_config('role', '{APP_ROLE}', true), set_config('jit', 'off', true), "
-            "set_config('max_parallel_workers_per_gather', '0', true), "
-            f"set_config('statement_timeout', '{APP_STATEMENT_TIMEOUT_MS}', true)")
-        conn.execute(
-            sa.text(
-                "SELECT set_config('rutas.role', :role, true), "
-                "set_config('rutas.country', :country, true), "
-                "set_config('rutas.partners', :partners, true), "
-                "set_config('rutas.user', :user, true)" + as_app
-            ),
-            {
-                "role": scope.role,
-                "country": scope.country or "",
-                "partners": partners,
-                "user": scope.user,
-            },
-        )
+        set_scope(conn, scope)
         yield conn
+
+
+@contextmanager
+def reading_as(conn: Connection, scope: Scope) -> Iterator[Connection]:
+    """``conn``'s own transaction, read under ``scope`` for the block, then restored.
+
+    For reading, inside a transaction that has written rows not yet committed (an ingest
+    batch), what another caller may see of them: the block runs in a savepoint under ``scope``
+    and is rolled back, which undoes the ``SET LOCAL`` of the scope and of the role, so the
+    transaction goes on exactly as it was. Nothing written in the block is kept.
+    """
+    savepoint = conn.begin_nested()
+    try:
+        set_scope(conn, scope)
+        yield conn
+    finally:
+        savepoint.rollback()

@@ -17,11 +17,16 @@ a dead letter (:func:`disable_subscription`) until enabled again (:func:`enable_
 deleted by marking it (:func:`delete_subscription`): a disabled or deleted one raises nothing and
 its pending deliveries stop, while its alerts and deliveries stay for the audit.
 
-Privacy: an alert about a record of the subscription's own country, or of a country that shares
-records in detail with it (never victim identifications), carries the record; otherwise only its
-kind, crime type, owner country and month, as the API would show to that country. An alert about a
-route carries its counts, first and last event dates and trend under the API's own rule
-(:mod:`routes.disclosure`), read in the subscription owner's scope when the alert is raised.
+Privacy: an alert carries a record of the subscription's own country in detail (whatever its role:
+a border authority is told where an interception happened in its sector, the purpose of issue 7),
+and another country's record in detail only when the API would show it to the subscriber, read
+through the records' row-level security in the subscriber's scope
+(:func:`routes.disclosure.records_in_detail`); otherwise only its kind, crime type, owner country
+and month. Another country's victim identification raises no ``event_in_fence`` alert at all. A
+``route_convergence`` alert names a corridor the subscriber's office owns or the API lets it read
+(:func:`routes.disclosure.corridors_in_detail`). An alert about a route carries its counts, first
+and last event dates and trend under the API's own rule (:mod:`routes.disclosure`), read in the
+subscription owner's scope when the alert is raised.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from geodata.db import SYSTEM, Scope, database_url, scoped
+from geodata.db import SYSTEM, Scope, database_url, reading_as, scoped
 from geodata.errors import InputError
 from geodata.settings import Settings
-from routes.disclosure import route_figures
+from routes.disclosure import corridors_in_detail, records_in_detail, route_figures
 
 TRIGGERS = ("event_in_fence", "route_new", "route_intensifying", "route_convergence")
 EVENT_KINDS = ("incident", "interception", "victim_identification")
@@ -265,19 +270,29 @@ def disable_subscription(conn: Connection, sub_id: int, reason: str) -> int:
     return int(conn.execute(_STOP_PENDING, {"s": sub_id}).rowcount)
 
 
-# Whether subscription s may see event e in detail (same rule as the API's row-level security).
-_DETAIL = (
-    "(s.role = 'admin' OR e.owner_country = s.country OR (e.kind <> 'victim_identification' AND EXISTS ("
-    "SELECT 1 FROM sharing_agreements g WHERE g.owner_country = e.owner_country "
-    "AND g.partner_country = s.country AND g.level = 'detail')))"
-)
+#: Whether event e is of subscription s's own country: then the alert carries the record in detail,
+#: whatever the subscriber's role. A border authority reads no record in detail through the API, but
+#: being told where an interception or incident happened inside its own sector is what it subscribes
+#: for (issue 7): the one place alerts give it more than the ``events`` collection. Victim
+#: identifications are not part of that exception: of its own country's, a border authority (or an
+#: analyst) gets what the API shows it, as of any record it may not read in detail.
+_SAME_COUNTRY_SQL = "coalesce(e.owner_country = s.country, false)"
+_OWN_SQL = (f"({_SAME_COUNTRY_SQL} AND (e.kind <> 'victim_identification' "
+            "OR s.role IN ('admin', 'steward', 'prosecutor')))")
+#: Victim identifications raise ``event_in_fence`` alerts only for subscriptions of their owner
+#: country: outside it not even their kind and month go out, since a small fence would locate the
+#: victim (they still count in route alerts, whose figures follow :mod:`routes.disclosure`).
+_VICTIMS_STAY_SQL = f"(e.kind <> 'victim_identification' OR {_SAME_COUNTRY_SQL})"
 _PERSONS = ("(coalesce(e.dead, 0) + coalesce(e.missing, 0) + coalesce(e.survivors, 0) "
             "+ coalesce(e.victims, 0))")
+#: What an alert says of a record the subscriber may not see in detail: what the API shows it.
+WITHHELD_NOTE = ("withheld: your role and your country's sharing agreements do not show this record in "
+                 "detail / retenido: su rol y los acuerdos de su país no muestran este registro en detalle")
 _EVENT_PAYLOAD = f"""
 jsonb_build_object(
     'type', 'alert.event_in_fence', 'subscription_id', s.id, 'subscription', s.name,
     'trigger', 'event_in_fence', 'batch_id', e.batch_id,
-    'event', CASE WHEN {_DETAIL} THEN jsonb_build_object(
+    'event', CASE WHEN {{detail}} THEN jsonb_build_object(
         'id', e.id, 'kind', e.kind, 'crime_type', e.crime_type, 'owner_country', e.owner_country,
         'occurred_at', e.occurred_at,
         'date_precision', e.date_precision, 'lon', ST_X(e.geom), 'lat', ST_Y(e.geom),
@@ -286,7 +301,7 @@ jsonb_build_object(
     ELSE jsonb_build_object(
         'kind', e.kind, 'crime_type', e.crime_type, 'owner_country', e.owner_country,
         'month', to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM'),
-        'detail', 'withheld: the owner country does not share records in detail with yours') END)
+        'detail', CAST(:note AS text)) END)
 """
 _FILTERS = f"""
     s.status = 'enabled'
@@ -294,27 +309,51 @@ _FILTERS = f"""
     AND (NOT (s.filters ? 'crime_types') OR s.filters->'crime_types' @> to_jsonb(e.crime_type))
     AND (NOT (s.filters ? 'min_persons') OR {_PERSONS} >= CAST(s.filters->>'min_persons' AS integer))
 """
-_OUTBOX = """
+_OUTBOX_CTE = """
 , outbox AS (
     INSERT INTO deliveries (alert_id, subscription_id)
     SELECT ins.id, ins.subscription_id FROM ins JOIN subscriptions s ON s.id = ins.subscription_id
     WHERE s.webhook_url IS NOT NULL
     RETURNING 1
-)
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM outbox)
-"""
+)"""
+_COUNTS = "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM outbox)"
+#: Queues the webhook deliveries of the alerts CTE ``ins`` wrote; answers (alerts, deliveries).
+_OUTBOX = f"{_OUTBOX_CTE}\n{_COUNTS}\n"
+# One spatial match: alerts about the subscriber's own country's records are written at once; the
+# other matches (never victim identifications) are returned, to be decided in the subscriber's scope.
 _EVENT_ALERTS = f"""
-WITH ins AS (
-    INSERT INTO alerts (subscription_id, trigger, object_key, payload)
-    SELECT s.id, 'event_in_fence', 'event:' || e.id, {_EVENT_PAYLOAD}
+WITH m AS (
+    SELECT s.id AS sid, e.id AS eid, s.role, s.country, {_OWN_SQL} AS own,
+           CASE WHEN {_OWN_SQL} THEN {_EVENT_PAYLOAD.format(detail="TRUE")} END AS payload
     FROM events e JOIN subscriptions s ON ST_Intersects(s.fence, e.geom)
-    WHERE {{where}} AND 'event_in_fence' = ANY (s.triggers) AND {_FILTERS}
+    WHERE {{where}} AND 'event_in_fence' = ANY (s.triggers) AND {_FILTERS} AND {_VICTIMS_STAY_SQL}
+), ins AS (
+    INSERT INTO alerts (subscription_id, trigger, object_key, payload)
+    SELECT m.sid, 'event_in_fence', 'event:' || m.eid, m.payload FROM m WHERE m.own
     ON CONFLICT ON CONSTRAINT alerts_dedupe DO NOTHING
     RETURNING id, subscription_id
-){_OUTBOX}"""
+){_OUTBOX_CTE}, others AS (
+    SELECT array_agg(m.sid) AS sids, array_agg(m.eid) AS eids, array_agg(m.role) AS roles,
+           array_agg(coalesce(m.country, '')) AS countries FROM m WHERE NOT m.own
+)
+{_COUNTS}, others.* FROM others"""
 EVENT_ALERTS_SQL = sa.text(_EVENT_ALERTS.format(where="e.batch_id = :batch"))
 #: The same rule over every stored event, for one subscription (the demo's backfill).
 BACKFILL_SQL = sa.text(_EVENT_ALERTS.format(where="s.id = :sub"))
+#: Alerts about other countries' records (subscription, event, whether the subscriber may see it in
+#: detail). A persons filter matches only records whose persons the subscriber may see, as a filter
+#: of the API matches only the values it shows (else the alert would tell the persons withheld).
+_OTHERS_ALERTS_SQL = sa.text(f"""
+WITH ins AS (
+    INSERT INTO alerts (subscription_id, trigger, object_key, payload)
+    SELECT s.id, 'event_in_fence', 'event:' || e.id, {_EVENT_PAYLOAD.format(detail="p.detail")}
+    FROM unnest(CAST(:sids AS bigint[]), CAST(:eids AS bigint[]), CAST(:detail AS boolean[]))
+         AS p(sid, eid, detail)
+    JOIN subscriptions s ON s.id = p.sid JOIN events e ON e.id = p.eid
+    WHERE p.detail OR NOT (s.filters ? 'min_persons')
+    ON CONFLICT ON CONSTRAINT alerts_dedupe DO NOTHING
+    RETURNING id, subscription_id
+){_OUTBOX}""")
 
 
 @dataclass(frozen=True)
@@ -325,28 +364,58 @@ class Raised:
     deliveries: int
 
 
+def _raise_others(conn: Connection, sids: list[int], eids: list[int], roles: list[str],
+                  countries: list[str]) -> Raised:
+    """Write the alerts about other countries' records, each in detail only where the subscriber's
+    scope (its role, country and agreements now) may read that record through the API."""
+    by_reader: dict[tuple[str, str], list[int]] = {}
+    for eid, role, country in zip(eids, roles, countries, strict=True):
+        by_reader.setdefault((role, country), []).append(int(eid))
+    seen: dict[tuple[str, str], set[int]] = {}
+    for (role, country), ids in by_reader.items():
+        scope = subscriber_scope(conn, role, country or None)
+        with reading_as(conn, scope) as as_reader:  # the batch is not committed: read it in-transaction
+            seen[(role, country)] = records_in_detail(as_reader, ids)
+    detail = [int(e) in seen[(r, c)] for e, r, c in zip(eids, roles, countries, strict=True)]
+    alerts, deliveries = conn.execute(_OTHERS_ALERTS_SQL, {
+        "sids": [int(i) for i in sids], "eids": [int(i) for i in eids], "detail": detail,
+        "note": WITHHELD_NOTE}).one()
+    return Raised(int(alerts), int(deliveries))
+
+
+def _event_alerts(conn: Connection, sql: sa.TextClause, params: dict[str, Any]) -> Raised:
+    """Run an ``event_in_fence`` evaluation (:data:`EVENT_ALERTS_SQL` or :data:`BACKFILL_SQL`)."""
+    alerts, deliveries, sids, eids, roles, countries = conn.execute(sql, params).one()
+    raised = Raised(int(alerts), int(deliveries))
+    if sids:
+        others = _raise_others(conn, sids, eids, roles, countries)
+        raised = Raised(raised.alerts + others.alerts, raised.deliveries + others.deliveries)
+    if raised.alerts:
+        conn.execute(_NOTIFY)
+    return raised
+
+
 def raise_event_alerts(conn: Connection, batch_id: int) -> Raised:
     """Raise ``event_in_fence`` alerts for the new events of one batch, in the caller's transaction.
 
     The ``on_loaded(conn, batch_id)`` hook of ingest: the alerts and their outbox rows commit or
-    roll back with the events, and the delivery worker is woken when they commit.
+    roll back with the events, and the delivery worker is woken when they commit. A record of the
+    subscription's country is carried in detail; another country's record in detail only when the
+    API would show it to the subscriber (:func:`routes.disclosure.records_in_detail` in its scope),
+    else as kind, crime type, owner country and month; another country's victim identification
+    raises nothing.
     """
-    alerts, deliveries = conn.execute(EVENT_ALERTS_SQL, {"batch": int(batch_id)}).one()
-    if alerts:
-        conn.execute(_NOTIFY)
-    return Raised(int(alerts), int(deliveries))
+    return _event_alerts(conn, EVENT_ALERTS_SQL, {"batch": int(batch_id), "note": WITHHELD_NOTE})
 
 
 def backfill_event_alerts(engine: Engine, subscription_id: int) -> Raised:
     """Raise ``event_in_fence`` alerts of one subscription for the events already stored.
 
-    Subscriptions see new records only; this is for showing what a fence would have caught.
+    Subscriptions see new records only; this is for showing what a fence would have caught. The
+    payloads follow the rule of :func:`raise_event_alerts`.
     """
     with scoped(engine, SYSTEM) as conn:
-        alerts, deliveries = conn.execute(BACKFILL_SQL, {"sub": int(subscription_id)}).one()
-        if alerts:
-            conn.execute(_NOTIFY)
-    return Raised(int(alerts), int(deliveries))
+        return _event_alerts(conn, BACKFILL_SQL, {"sub": int(subscription_id), "note": WITHHELD_NOTE})
 
 
 def on_loaded(conn: Connection, batch_id: int) -> None:
@@ -395,9 +464,8 @@ WITH r AS (
     JOIN corridors c ON c.kind IN ('drug', 'fuel') AND ST_Intersects(s.fence, c.geom)
          AND ST_DWithin(CAST(r.geom AS geography), CAST(c.geom AS geography), {CONVERGENCE_M})
     WHERE 'route_convergence' = ANY (s.triggers)
-      AND (s.role = 'admin' OR c.owner_country = s.country OR EXISTS (
-           SELECT 1 FROM sharing_agreements g WHERE g.owner_country = c.owner_country
-           AND g.partner_country = s.country AND g.level = 'detail'))
+      AND (c.owner_country = s.country
+           OR CAST(:corridors AS jsonb) ? (s.role || '|' || coalesce(s.country, '') || '|' || c.id))
 ), ins AS (
     INSERT INTO alerts (subscription_id, trigger, object_key, run_id, payload)
     SELECT s.id, t.trigger, t.object_key, r.run_id, {_ROUTE_PAYLOAD}
@@ -435,26 +503,49 @@ def subscriber_scope(conn: Connection, role: str, country: str | None) -> Scope:
     return Scope(role=role, country=country, partners=partners, user="rutas-alerts")
 
 
-def _figures_by_reader(engine: Engine, run_ids: list[int], k: int) -> dict[str, dict[str, Any]]:
-    """Each route's figures as each subscriber scope may see them, keyed ``role|country|route id``.
+_CONVERGING_CORRIDORS_SQL = sa.text(
+    "SELECT array_agg(id) FROM corridors WHERE kind = ANY (CAST(:kinds AS text[]))")
 
-    Read with :func:`routes.disclosure.route_figures` under the subscribers' own scopes (row-level
-    security of the events), the rule the API applies to a caller of that role and country.
+
+@dataclass(frozen=True)
+class _ReadersView:
+    """What each subscriber scope may see of the runs' routes and of the corridors they may meet.
+
+    ``figures``: each route's figures keyed ``role|country|route id``; ``corridors``: the drug and
+    fuel corridors each scope may read, keyed ``role|country|corridor id`` (JSON objects, bound into
+    :data:`RUN_ALERTS_SQL`).
+    """
+
+    figures: dict[str, dict[str, Any]]
+    corridors: dict[str, bool]
+
+
+def _read_as_readers(engine: Engine, run_ids: list[int], k: int) -> _ReadersView:
+    """The routes' figures and the corridors as each subscriber scope may see them.
+
+    Read under the subscribers' own scopes: :func:`routes.disclosure.route_figures` (row-level
+    security of the events) and :func:`routes.disclosure.corridors_in_detail` (that of the
+    corridors), the rules the API applies to a caller of that role and country.
     """
     with scoped(engine, SYSTEM) as conn:
         readers = [(row.role, row.country, [int(i) for i in row.route_ids],
                     subscriber_scope(conn, row.role, row.country))
                    for row in conn.execute(_ROUTE_READERS_SQL, {"runs": run_ids})]
-    figures: dict[str, dict[str, Any]] = {}
+        candidates = [int(i) for i in conn.execute(_CONVERGING_CORRIDORS_SQL,
+                                                   {"kinds": list(CONVERGENCE_KINDS)}).scalar_one() or []]
+    view = _ReadersView({}, {})
     for role, country, route_ids, scope in readers:
+        reader = f"{role}|{country or ''}"
         with scoped(engine, scope) as conn:
             for row in route_figures(conn, route_ids, k):
-                figures[f"{role}|{country or ''}|{row['id']}"] = {
+                view.figures[f"{reader}|{row['id']}"] = {
                     "event_count": row["event_count"], "counts_suppressed": bool(row["counts_suppressed"]),
                     "first_event": None if row["first_event"] is None else row["first_event"].isoformat(),
                     "last_event": None if row["last_event"] is None else row["last_event"].isoformat(),
                     "trend": row["trend"], "trend_suppressed": bool(row["trend_suppressed"])}
-    return figures
+            for corridor in corridors_in_detail(conn, candidates):
+                view.corridors[f"{reader}|{corridor}"] = True
+    return view
 
 
 def raise_run_alerts(engine: Engine, run_ids: list[int], *, k: int) -> Raised:
@@ -471,10 +562,11 @@ def raise_run_alerts(engine: Engine, run_ids: list[int], *, k: int) -> Raised:
     if not run_ids:
         return Raised(0, 0)
     runs = [int(r) for r in run_ids]
-    figures = _figures_by_reader(engine, runs, k)
+    view = _read_as_readers(engine, runs, k)
     with scoped(engine, SYSTEM) as conn:
         alerts, deliveries = conn.execute(RUN_ALERTS_SQL, {
-            "runs": runs, "figures": json.dumps(figures), "withheld": json.dumps(WITHHELD_FIGURES)}).one()
+            "runs": runs, "figures": json.dumps(view.figures), "withheld": json.dumps(WITHHELD_FIGURES),
+            "corridors": json.dumps(view.corridors)}).one()
         if alerts:
             conn.execute(_NOTIFY)
     return Raised(int(alerts), int(deliveries))

@@ -1,4 +1,11 @@
-"""What of a route each caller may be shown: its counts, dates and trend under k-anonymity.
+"""What each caller may be shown: records and corridors in detail, and a route's figures under k-anonymity.
+
+Records (events) and corridors: the rule is their row-level security (migrations 0003 and 0005),
+the one the API's ``events`` and ``corridors`` collections, items, tiles and exports are read
+under (admins all; stewards and prosecutors their own country's; prosecutors also a partner's
+under a ``detail`` agreement, never its victim identifications; border authorities and analysts
+none). :func:`records_in_detail` and :func:`corridors_in_detail` read it for a list of ids in the
+scope of the connection they are given, so the alerts apply that rule and never a copy of it.
 
 Routes are aggregates over every country's records, so every role sees a route's line; its
 figures are another matter. A caller who may not see every member record of a route in detail
@@ -113,3 +120,40 @@ def route_figures(conn: Connection, route_ids: list[int], k: int) -> list[dict[s
     """
     rows = conn.execute(ROUTE_FIGURES_SQL, {"ids": [int(i) for i in route_ids], "k": int(k)}).mappings()
     return [{name: row[name] for name in FIGURES} for row in rows]
+
+
+_RECORDS_IN_DETAIL_SQL = sa.text("SELECT id FROM events WHERE id = ANY(CAST(:ids AS bigint[]))")
+_CORRIDORS_IN_DETAIL_SQL = sa.text("SELECT id FROM corridors WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+def records_in_detail(conn: Connection, event_ids: list[int]) -> set[int]:
+    """The ids among ``event_ids`` whose records the scope of ``conn`` may see in detail.
+
+    Parameters
+    ----------
+    conn
+        A connection whose row-level-security scope is the caller's (``geodata.db.scoped`` or
+        ``geodata.db.reading_as``); the events' policy decides, as for the API's ``events``.
+    event_ids
+        Ids of stored events; unknown ids are not returned.
+
+    Returns
+    -------
+    set of int
+        The ids the caller may read in detail (coordinates in EPSG:4326, persons, source).
+    """
+    if not event_ids:
+        return set()
+    return {int(i) for i in conn.execute(_RECORDS_IN_DETAIL_SQL,
+                                         {"ids": [int(i) for i in event_ids]}).scalars()}
+
+
+def corridors_in_detail(conn: Connection, corridor_ids: list[int]) -> set[int]:
+    """The ids among ``corridor_ids`` of the corridors the scope of ``conn`` may read.
+
+    The corridors' row-level security decides, as for the API's ``corridors`` collection.
+    """
+    if not corridor_ids:
+        return set()
+    return {int(i) for i in conn.execute(_CORRIDORS_IN_DETAIL_SQL,
+                                         {"ids": [int(i) for i in corridor_ids]}).scalars()}

@@ -3,11 +3,14 @@
 Paraguay's steward loads five victim identifications at Ciudad del Este and a run stores a route
 made of them (fewer than k = 11 records). Paraguay shares records in detail with Argentina, which
 never covers victims' records. Argentina's prosecutor and border authority, subscribed to the
-place, get each record as kind, crime type, owner country and month (no coordinates, no id) and
-the route without its counts, dates or trend, exactly as ``/collections/routes/items/{id}``
-shows that route to them; Paraguay's prosecutor gets the records and the route in full, the same
-as the API shows it. Each payload is what the webhook, the delivery history, a replay and the
-stream carry; an Argentine colleague of another role does not read the prosecutor's payloads.
+place, get no alert about the victims' records (a small fence would locate them) and the route
+without its counts, dates or trend, exactly as ``/collections/routes/items/{id}`` shows that
+route to them; Paraguay's prosecutor gets the records and the route in full, the same as the API
+shows it. A Paraguayan interception there reaches each subscriber as ``/collections/events/items/{id}``
+shows it: in detail to Argentina's prosecutor (the agreement), as kind and month to its border
+authority (whose role reads no record). Each payload is what the webhook, the delivery history, a
+replay and the stream carry; an Argentine colleague of another role does not read the prosecutor's
+payloads.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ alert_settings = delivery_tests.alert_settings
 api = delivery_tests.api
 worker = delivery_tests.worker
 
-# Ciudad del Este, Paraguay (lon, lat, EPSG:4326), and the five victims' places 100 m apart.
+# Ciudad del Este, Paraguay (lon, lat, EPSG:4326), the five victims' places 100 m apart, and an
+# interception 1 km from them.
 CIUDAD_DEL_ESTE = (-54.61, -25.51)
 VICTIMS = [(CIUDAD_DEL_ESTE[0] + i * 0.001, CIUDAD_DEL_ESTE[1]) for i in range(5)]
+INTERCEPTION = (CIUDAD_DEL_ESTE[0], CIUDAD_DEL_ESTE[1] + 0.01)
 #: The route's figures as stored (what the pipeline wrote) and as its owner country reads them.
 STORED = {"event_count": 5, "trend": "down", "first_event": "2024-07-03", "last_event": "2024-08-20"}
 FIGURES = ("event_count", "counts_suppressed", "first_event", "last_event", "trend", "trend_suppressed")
@@ -112,25 +117,41 @@ def _same_instants(shown: dict[str, Any], api_shows: dict[str, Any]) -> None:
             assert a == b, name
 
 
-def test_alerts_about_another_countrys_victims_carry_what_the_api_shows(
+def _event_as_the_api_shows(api: TestClient, key: str, event_id: int) -> int:
+    """The status ``/collections/events/items/{id}`` answers the caller of ``key`` for that record."""
+    answer = api.get(f"/collections/events/items/{event_id}", headers=auth(key), params={"f": "json"})
+    return answer.status_code
+
+
+def test_alerts_about_another_countrys_records_carry_what_the_api_shows(
         api: TestClient, keys: dict[str, str], engine: Engine, alert_settings: Settings,
         worker: None) -> None:
     receivers = {who: Receiver() for who in ("owner", "partner", "border")}
     subs = {who: _subscribe(api, keys[who], r.url) for who, r in receivers.items()}
     record(api, keys["steward"], VICTIMS, kind="victim_identification", date="2024-07-03",
            crime_type="trata de personas")
+    record(api, keys["steward"], [INTERCEPTION], kind="interception", date="2024-07-05")
+    with engine.connect() as conn:
+        interception = int(conn.execute(sa.text(
+            "SELECT id FROM events WHERE owner_country = 'PRY' AND kind = 'interception'")).scalar_one())
     run, route = _store_route(engine)
     raise_run_alerts(engine, [run], k=alert_settings.k_anonymity)
+    expected = {"owner": 7, "partner": 2, "border": 2}  # Paraguay's 5 victims reach only Paraguay
     for who, receiver in receivers.items():
-        wait_for(lambda r=receiver: len(r.received) == 6, what=f"the {who}'s six webhooks")
+        wait_for(lambda r=receiver, n=expected[who]: len(r.received) >= n, what=f"the {who}'s webhooks")
 
     for who in ("partner", "border"):
         bodies = _bodies(receivers[who])
         events = [b["data"]["event"] for b in bodies if b["type"] == "alert.event_in_fence"]
-        assert len(events) == 5
-        for event in events:  # Paraguay's victims never leave as points, nor as records
-            assert event["kind"] == "victim_identification" and event["owner_country"] == "PRY"
-            assert event["month"] == "2024-07"
+        assert [e["kind"] for e in events] == ["interception"]  # no victims' record, not even its month
+        (event,) = events
+        seen = _event_as_the_api_shows(api, keys[who], interception)
+        if who == "partner":  # the prosecutor reads it in detail through the API, and in its alert
+            assert seen == 200 and event["id"] == interception
+            assert event["lon"] == pytest.approx(INTERCEPTION[0])
+        else:  # the border authority reads no record through the API: kind and month in its alert
+            assert seen == 403
+            assert event["month"] == "2024-07" and event["owner_country"] == "PRY"
             assert not {"id", "lon", "lat", "occurred_at", "persons", "source"} & set(event)
         (alert,) = [b for b in bodies if b["type"] == "alert.route_new"]
         shown = alert["data"]["route"]
@@ -138,9 +159,13 @@ def test_alerts_about_another_countrys_victims_carry_what_the_api_shows(
         assert _figures(shown) == {"event_count": None, "counts_suppressed": True, "first_event": None,
                                    "last_event": None, "trend": None, "trend_suppressed": True}
         _same_instants(shown, _as_the_api_shows(api, keys[who], route))
+        # nor does the delivery history hold an alert about them
+        history = api.get(f"/subscriptions/{subs[who]}/deliveries", headers=auth(keys[who])).json()
+        assert sorted(d["trigger"] for d in history["deliveries"]) == ["event_in_fence", "route_new"]
 
     owner_bodies = _bodies(receivers["owner"])
-    points = sorted(b["data"]["event"]["lon"] for b in owner_bodies if b["type"] == "alert.event_in_fence")
+    points = sorted(b["data"]["event"]["lon"] for b in owner_bodies
+                    if b["type"] == "alert.event_in_fence" and b["data"]["event"]["kind"] != "interception")
     assert points == [pytest.approx(p[0]) for p in VICTIMS]
     (owner_alert,) = [b for b in owner_bodies if b["type"] == "alert.route_new"]
     full = owner_alert["data"]["route"]
@@ -156,7 +181,7 @@ def test_alerts_about_another_countrys_victims_carry_what_the_api_shows(
     assert _figures(delivered["payload"]["route"]) == _figures(shown)
     replayed = api.post(f"/deliveries/{delivered['id']}/replay", headers=auth(keys["partner"]))
     assert replayed.status_code == 202
-    wait_for(lambda: len(receivers["partner"].received) == 7, what="the replay")
+    wait_for(lambda: len(receivers["partner"].received) == 3, what="the replay")
     assert _bodies(receivers["partner"])[-1]["data"] == delivered["payload"]
     # an Argentine border authority reads no payload of the prosecutor's subscription
     other = api.get(f"/subscriptions/{subs['partner']}/deliveries", headers=auth(keys["border"])).json()
@@ -168,6 +193,7 @@ def test_alerts_about_another_countrys_victims_carry_what_the_api_shows(
         with scoped(engine, Scope(role=role, country="ARG", partners={"PRY": "detail"})) as conn:
             streamed = read_alerts(conn, 0, 1000, role=role)
         assert {a["subscription_id"] for a in streamed} == {subs[who]}
+        assert sorted(a["trigger"] for a in streamed) == ["event_in_fence", "route_new"]
         (route_alert,) = [a for a in streamed if a["trigger"] == "route_new"]
         assert _figures(route_alert["data"]["route"]) == _figures(shown)
     for receiver in receivers.values():

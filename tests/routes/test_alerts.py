@@ -14,7 +14,14 @@ from geodata.db import Scope
 from geodata.errors import InputError
 from geodata.ingest import ingest_features
 from geodata.settings import Settings
-from routes.alerts import Subscription, create_subscription, on_loaded, raise_event_alerts, raise_run_alerts
+from routes.alerts import (
+    Subscription,
+    backfill_event_alerts,
+    create_subscription,
+    on_loaded,
+    raise_event_alerts,
+    raise_run_alerts,
+)
 
 # Tapachula, Mexico (lon, lat, EPSG:4326) and a point 40 km east of it, inside Mexico.
 TAPACHULA = (-92.2630, 14.9054)
@@ -81,20 +88,64 @@ def test_filters_kind_crime_type_and_persons(engine: Engine, settings: Settings)
     assert alerts_of(engine, crimes) == []
 
 
-def test_alerts_about_other_countries_carry_only_what_is_shared(engine: Engine, settings: Settings) -> None:
+#: What an alert may say of a record the subscriber may not see in detail, and what it says in detail.
+SUMMARY = {"kind", "crime_type", "owner_country", "month", "detail"}
+DETAIL = {"id", "lon", "lat", "occurred_at", "persons", "source"}
+
+
+def test_alerts_about_other_countries_follow_the_apis_role_rule(engine: Engine, settings: Settings) -> None:
+    """Mexico's records at a Guatemalan fence: in detail only to Guatemala's prosecutor under a detail
+    agreement (as the API shows them), as kind and month to its border authority; Mexico's victim
+    identifications raise nothing in Guatemala; Mexico's own border authority gets its incidents and
+    interceptions in detail, its victim identifications as kind and month."""
     place = (-92.15, 14.80)
-    guatemala = Scope(role="border_authority", country="GTM", user="tests")
-    sub = subscribe(engine, box(*place, 0.01), scope=guatemala)
-    load(engine, settings, [place])  # Mexican record, no agreement with Guatemala
+    fence = box(*place, 0.01)
+    gtm_border = subscribe(engine, fence, scope=Scope("border_authority", "GTM", user="tests"))
+    gtm_prosecutor = subscribe(engine, fence, scope=Scope("prosecutor", "GTM", user="tests"))
+    gtm_admin = subscribe(engine, fence, scope=Scope("admin", "GTM", user="tests"))
+    # a persons filter matches only records whose persons the subscriber may see
+    border_persons = subscribe(engine, fence, scope=Scope("border_authority", "GTM", user="tests"),
+                               min_persons=1)
+    prosecutor_persons = subscribe(engine, fence, scope=Scope("prosecutor", "GTM", user="tests"),
+                                   min_persons=1)
+    mex_border = subscribe(engine, fence)
+    load(engine, settings, [place], dead=2)  # a Mexican incident, no agreement with Guatemala yet
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO sharing_agreements (owner_country, partner_country, level) "
                              "VALUES ('MEX', 'GTM', 'detail') ON CONFLICT DO NOTHING"))
-    load(engine, settings, [place])
-    load(engine, settings, [place], kind="victim_identification")
-    withheld, shared, victim = (a["payload"]["event"] for a in alerts_of(engine, sub))
-    assert "lon" not in withheld and withheld["month"] == "2024-05" and "withheld" in withheld["detail"]
-    assert shared["lon"] == pytest.approx(place[0])
-    assert "lon" not in victim and "id" not in victim  # victims' records never leave their country
+    load(engine, settings, [place], kind="interception", dead=2)
+    load(engine, settings, [place], kind="victim_identification", dead=2)
+
+    def events(sub: int) -> list[dict[str, Any]]:
+        return [a["payload"]["event"] for a in alerts_of(engine, sub)]
+
+    border = events(gtm_border)  # a border authority reads no partner's record in detail, agreement or not
+    assert [e["kind"] for e in border] == ["incident", "interception"]
+    for event in border:
+        assert set(event) == SUMMARY and event["month"] == "2024-05" and event["owner_country"] == "MEX"
+    before, shared = events(gtm_prosecutor)
+    assert set(before) == SUMMARY and "withheld" in before["detail"]
+    assert shared["kind"] == "interception" and shared["lon"] == pytest.approx(place[0])
+    assert shared["persons"] == 2 and set(shared) >= DETAIL
+    # another country's victim identification raises nothing, not even for an administrator there
+    assert [e["kind"] for e in events(gtm_admin)] == ["incident", "interception"]
+    assert all(set(e) >= DETAIL for e in events(gtm_admin))
+    assert events(border_persons) == []
+    assert [e["kind"] for e in events(prosecutor_persons)] == ["interception"]
+    # its own country's incidents and interceptions in detail (issue 7); its own victim
+    # identifications only as the API shows them to a border authority: kind and month
+    own = events(mex_border)
+    assert [e["kind"] for e in own] == ["incident", "interception", "victim_identification"]
+    assert all(set(e) >= DETAIL for e in own[:2])
+    assert set(own[2]) == SUMMARY and own[2]["month"] == "2024-05"
+
+    # the demo's backfill follows the same rule
+    late = subscribe(engine, fence, scope=Scope("border_authority", "GTM", user="tests"))
+    raised = backfill_event_alerts(engine, late).alerts
+    backfilled = events(late)  # other tests may have stored Mexican records here too
+    assert raised == len(backfilled) >= 2
+    assert {e["kind"] for e in backfilled} == {"incident", "interception"}
+    assert all(set(e) == SUMMARY for e in backfilled)
 
 
 def test_fence_by_reference_and_bad_fences(engine: Engine) -> None:
@@ -175,6 +226,36 @@ def test_run_triggers_fire_once_per_route_and_category_change(engine: Engine) ->
     assert convergence["route"]["route_key"] == key
 
 
+def test_convergence_alerts_name_a_partners_corridor_only_as_the_api_shows_it(engine: Engine) -> None:
+    """Guatemala shares in detail with Mexico: a route converging with Guatemala's fuel corridor is
+    told to Mexico's prosecutor, who reads that corridor in the API, and not to its border authority,
+    who reads no corridor there; a Mexican corridor is still told to the Mexican border authority."""
+    triggers = ("route_convergence",)
+    fence = box(-92.30, 14.90, 0.1)
+    border = subscribe(engine, fence, triggers=triggers)
+    prosecutor = subscribe(engine, fence, scope=Scope("prosecutor", "MEX", user="tests"), triggers=triggers)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO sharing_agreements (owner_country, partner_country, level) "
+                             "VALUES ('GTM', 'MEX', 'detail') ON CONFLICT DO NOTHING"))
+        layer = conn.execute(sa.text(
+            "INSERT INTO reference_layers (kind, source, file_name, sha256) VALUES ('corridors', 't', 't', "
+            ":sha) RETURNING id"), {"sha": uuid.uuid4().hex}).scalar_one()
+        for owner, name, lon in (("GTM", "gasolina", -92.303), ("MEX", "mezcal", -92.306)):
+            conn.execute(sa.text(
+                "INSERT INTO corridors (layer_id, kind, owner_country, name, source_row, geom) VALUES "
+                "(:l, 'fuel', :owner, :name, 1, ST_SetSRID(ST_MakeLine(ST_MakePoint(:lon, 14.85), "
+                "ST_MakePoint(:lon, 14.95)), 4326))"), {"l": layer, "owner": owner, "name": name, "lon": lon})
+        run = _run(conn)
+        _route(conn, run, f"route-{uuid.uuid4().hex[:8]}", "persistent_hot", True)
+    raise_run_alerts(engine, [run], k=11)
+
+    def corridors(sub: int) -> set[str]:  # other tests' corridors may lie along the same route
+        return {a["payload"]["corridor"]["name"] for a in alerts_of(engine, sub)} & {"gasolina", "mezcal"}
+
+    assert corridors(prosecutor) == {"gasolina", "mezcal"}
+    assert corridors(border) == {"mezcal"}
+
+
 def test_alerts_commit_or_roll_back_with_their_events(engine: Engine, settings: Settings) -> None:
     place = (-92.05, 14.95)
     sub = subscribe(engine, box(*place, 0.01), webhook_url="http://127.0.0.1:9/hook")
@@ -224,7 +305,7 @@ def _victim_route(engine: Engine, members: list[int], monthly: str = '{"2024-05-
 
 def test_route_alerts_carry_figures_only_as_the_api_shows_them(engine: Engine, settings: Settings) -> None:
     """Bolivia's subscribers get the route of Peru's five victim identifications without its counts,
-    dates or trend, and the records without coordinates; Peru's prosecutor gets everything."""
+    dates or trend, and no alert about the records themselves; Peru's prosecutor gets everything."""
     with engine.begin() as conn:  # Peru shares records in detail with Bolivia: never victims' records
         conn.execute(sa.text("INSERT INTO sharing_agreements (owner_country, partner_country, level) "
                              "VALUES ('PER', 'BOL', 'detail') ON CONFLICT DO NOTHING"))
@@ -247,11 +328,9 @@ def test_route_alerts_carry_figures_only_as_the_api_shows_them(engine: Engine, s
 
     for sub in (bolivia, bolivia_border):
         alerts = alerts_of(engine, sub)
-        assert [a["trigger"] for a in alerts] == ["event_in_fence"] * 5 + ["route_new"]
-        for event in (a["payload"]["event"] for a in alerts[:5]):
-            assert event["owner_country"] == "PER" and event["kind"] == "victim_identification"
-            assert not {"id", "lon", "lat", "occurred_at", "persons", "source"} & set(event)
-        shown = alerts[-1]["payload"]["route"]
+        # Peru's victims raise no event alert in Bolivia (a small fence would locate them)...
+        assert [a["trigger"] for a in alerts] == ["route_new"]
+        shown = alerts[-1]["payload"]["route"]  # ...but count in the route, under the API's rule
         assert shown["id"] == route
         assert shown["event_count"] is None and shown["counts_suppressed"] is True
         assert shown["first_event"] is None and shown["last_event"] is None  # no month holds k records
