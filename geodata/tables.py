@@ -7,6 +7,8 @@ products that later stages add.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from geoalchemy2 import Geometry
 from sqlalchemy.dialects import postgresql as pg
@@ -334,23 +336,38 @@ corridors = sa.Table(
 sa.Index("corridors_geom_idx", corridors.c.geom, postgresql_using="gist")
 sa.Index("corridors_layer_idx", corridors.c.layer_id)
 
+def _candidate_run() -> list[sa.Column[Any]]:
+    """The key and run of a joint-operation candidate (both kinds)."""
+    return [
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("run_id", sa.BigInteger, sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
+                  nullable=False, index=True),
+    ]
+
+
+def _candidate_figures() -> list[sa.Column[Any]]:
+    """What every reader may see of a joint-operation candidate (both kinds): countries, counts, routes,
+    period (coarsened) and the score without its corridor term."""
+    return [
+        sa.Column("countries", sa.Text, nullable=False),
+        sa.Column("records_by_country", pg.JSONB, nullable=False),
+        sa.Column("route_ids", pg.ARRAY(sa.BigInteger), nullable=False),
+        sa.Column("period_start", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("period_end", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("base_score", sa.Float, nullable=False),
+    ]
+
+
 #: Joint-operation candidates at border crossings, per run (migration 0008): only what every reader
 #: may see (counts under k as null, the period as the first days of the first and last month holding
 #: at least k records, the score without its corridor term, added when read).
 joint_operations = sa.Table(
     "joint_operations",
     metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
-              nullable=False, index=True),
+    *_candidate_run(),
     sa.Column("crossing_id", sa.BigInteger, nullable=False),
     sa.Column("name", sa.Text, nullable=True),
-    sa.Column("countries", sa.Text, nullable=False),
-    sa.Column("records_by_country", pg.JSONB, nullable=False),
-    sa.Column("route_ids", pg.ARRAY(sa.BigInteger), nullable=False),
-    sa.Column("period_start", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("period_end", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("base_score", sa.Float, nullable=False),
+    *_candidate_figures(),
     sa.Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
 )
 
@@ -361,21 +378,14 @@ joint_operations = sa.Table(
 joint_sectors = sa.Table(
     "joint_sectors",
     metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("analysis_runs.id", ondelete="CASCADE"),
-              nullable=False, index=True),
+    *_candidate_run(),
     sa.Column("border_segment_id", sa.BigInteger, nullable=False),
     sa.Column("border_segment_ids", pg.ARRAY(sa.BigInteger), nullable=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("country_a", sa.CHAR(3), nullable=True),
     sa.Column("country_b", sa.CHAR(3), nullable=True),
-    sa.Column("countries", sa.Text, nullable=False),
-    sa.Column("records_by_country", pg.JSONB, nullable=False),
-    sa.Column("route_ids", pg.ARRAY(sa.BigInteger), nullable=False),
     sa.Column("crossing_ids", pg.ARRAY(sa.BigInteger), nullable=False),
-    sa.Column("period_start", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("period_end", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("base_score", sa.Float, nullable=False),
+    *_candidate_figures(),
     sa.Column("geom", Geometry("MULTILINESTRING", srid=4326, spatial_index=False), nullable=False),
 )
 
