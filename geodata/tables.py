@@ -43,7 +43,8 @@ ingest_batches = sa.Table(
 events = sa.Table(
     "events",
     metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    # One sequence numbers every partition (migration 0011: identity columns cannot be partitioned).
+    sa.Column("id", sa.BigInteger, sa.Sequence("events_id_seq"), primary_key=True),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("crime_type", sa.Text, nullable=False, server_default="unknown"),
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
@@ -69,10 +70,14 @@ events = sa.Table(
     sa.Column("batch_id", sa.BigInteger, nullable=False),
     sa.Column("source_row", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # The partition (migration 0011): 0 the shared one, else the id of a bulk batch stored in a table
+    # of its own, ``events_batch_<id>``. Unique rules must include it; triggers keep them global.
+    sa.Column("storage_part", sa.BigInteger, nullable=False, server_default="0", primary_key=True),
     sa.CheckConstraint(f"kind IN {EVENT_KINDS}", name="events_kind"),
     sa.CheckConstraint(f"crime_type IN {CRIME_TYPES}", name="events_crime_type"),
     sa.CheckConstraint(f"date_precision IN {DATE_PRECISIONS}", name="events_date_precision"),
-    sa.UniqueConstraint("owner_country", "source", "dedupe_key", name="events_dedupe"),
+    sa.UniqueConstraint("owner_country", "source", "dedupe_key", "storage_part", name="events_dedupe"),
+    postgresql_partition_by="LIST (storage_part)",
 )
 sa.Index("events_geom_idx", events.c.geom, postgresql_using="gist")
 sa.Index("events_occurred_idx", events.c.occurred_at)
@@ -164,7 +169,8 @@ sa.Index("crossings_layer_idx", crossings.c.layer_id)
 event_snaps = sa.Table(
     "event_snaps",
     metadata,
-    sa.Column("event_id", sa.BigInteger, sa.ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+    # References events.id, checked and cascaded by statement triggers (migration 0011).
+    sa.Column("event_id", sa.BigInteger, primary_key=True),
     sa.Column("edge_id", sa.BigInteger, nullable=True),
     sa.Column("fraction", sa.Float, nullable=True),
     sa.Column("snapped", Geometry("POINT", srid=4326, spatial_index=False), nullable=True),
@@ -236,7 +242,8 @@ route_events = sa.Table(
     "route_events",
     metadata,
     sa.Column("route_id", sa.BigInteger, sa.ForeignKey("routes.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("event_id", sa.BigInteger, sa.ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+    # References events.id, checked and cascaded by statement triggers (migration 0011).
+    sa.Column("event_id", sa.BigInteger, primary_key=True),
 )
 sa.Index("route_events_event_idx", route_events.c.event_id)
 
