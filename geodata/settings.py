@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     ingest_sea_tolerance_km: float = 200.0
     ingest_max_reported_problems: int = 10_000
     ingest_max_features_bytes: int = 50 * 1024**2
+    #: Files at least this large are loaded into a table of their own, attached whole to
+    #: ``events`` with its indexes built in bulk (migration 0011); smaller ones go to the shared one.
+    ingest_bulk_min_bytes: int = 8 * 1024**2
 
     # snapping and reference layers
     snap_max_distance_m: float = 5_000.0

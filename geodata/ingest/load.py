@@ -1,13 +1,20 @@
-"""Loading a batch: one transaction, COPY into a staging table, then an idempotent insert.
+"""Loading a batch: one transaction, rows streamed with COPY, duplicates skipped.
 
 The batch row, its events and its report are written in a single transaction: if the
 process is killed or the connection drops, PostgreSQL rolls everything back and nothing of
-the batch remains. Rows are streamed chunk by chunk straight into ``events`` with
-``COPY ... FROM STDIN`` (CSV). Before each chunk is copied, its dedupe keys
-``(owner_country, source, dedupe_key)`` are looked up in the store (which already holds the
-batch's earlier chunks, as the transaction sees its own writes); a transaction-level advisory
-lock per source keeps two loaders of one source from racing. Loading the same records again
-adds nothing and counts them as duplicates.
+the batch remains. Rows are streamed chunk by chunk with ``COPY ... FROM STDIN`` (CSV):
+
+* a file smaller than ``ingest_bulk_min_bytes`` goes straight into ``events`` (its shared
+  partition), whose indexes and triggers are kept up to date row by row;
+* a larger file goes into a new table of its own, ``events_batch_<id>``, created in the
+  transaction without indexes (``COPY ... FREEZE``: its rows need no later vacuum to be
+  visible), then ``rutas_events_attach`` checks it, counts its cells and attaches it to
+  ``events``, building the indexes in one sorted pass each (migration 0011).
+
+Before each chunk is copied, its dedupe keys ``(owner_country, source, dedupe_key)`` are looked
+up in the store and among the batch's earlier chunks (the transaction sees its own writes); a
+transaction-level advisory lock per source keeps two loaders of one source from racing.
+Loading the same records again adds nothing and counts them as duplicates.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
+from psycopg import sql
 from sqlalchemy.engine import Connection, Engine
 
 from geodata.countries import load_countries
@@ -46,13 +54,17 @@ log = logging.getLogger(__name__)
 OnLoaded = Callable[[Connection, int], None]
 Progress = Callable[[int, int], None]
 
-_COLUMN_LIST = ", ".join((*STAGE_COLUMNS, "batch_id"))
-_COPY = f"COPY events ({_COLUMN_LIST}) FROM STDIN (FORMAT csv)"
-#: Keys of a chunk already in the store, this batch's earlier chunks included (own writes).
-_EXISTING = """
+_COLUMN_LIST = sql.SQL(", ").join(map(sql.Identifier, (*STAGE_COLUMNS, "batch_id")))
+#: Into the shared partition through ``events``, or (FREEZE) into a bulk batch's own new table.
+_COPY = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT csv{freeze})")
+#: Keys of a chunk already in ``table``: the store through ``events`` (this batch's earlier
+#: chunks included, as own writes, when they go to the shared partition), or a bulk batch's table.
+_EXISTING = sql.SQL("""
 SELECT k.owner, k.key FROM unnest(%s::char(3)[], %s::text[]) AS k(owner, key)
-JOIN events e ON e.owner_country = k.owner AND e.source = %s AND e.dedupe_key = k.key
-"""
+JOIN {table} e ON e.owner_country = k.owner AND e.source = %s AND e.dedupe_key = k.key
+""")
+#: A bulk batch's table has no index until it is attached: its lookups must hash, not loop.
+_NO_NESTED_LOOP = "SELECT set_config('enable_nestloop', %s, true)"
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
 
 
@@ -194,7 +206,8 @@ def ingest_file(
         sea_tolerance_km=settings.ingest_sea_tolerance_km,
     )
     return _load(engine, opened, ctx, sha256=sha256, strict=strict, loaded_by=loaded_by,
-                 on_loaded=on_loaded, progress=progress, max_problems=settings.ingest_max_reported_problems)
+                 on_loaded=on_loaded, progress=progress, max_problems=settings.ingest_max_reported_problems,
+                 bulk=size >= settings.ingest_bulk_min_bytes)
 
 
 @dataclass
@@ -202,56 +215,72 @@ class _Dedupe:
     """Finds duplicates of a batch's rows: earlier in the batch, or already in the store.
 
     :meth:`screen` (cheap, in the reading thread) drops repeats inside a chunk and marks the
-    rows to look up in the store; :meth:`drop_stored` (on the connection) looks them up exactly.
-    When the store held no record of the source before the batch, only keys whose 64-bit hash
-    matches a key of the batch's earlier chunks are looked up, so a first load pays no lookup
-    per row; otherwise every key is looked up.
+    rows to look up; :meth:`drop_stored` (on the connection) looks them up exactly. Only keys
+    whose 64-bit hash matches a key of the batch's earlier chunks are looked up among those
+    chunks; in the store, every key is looked up when the store held records of the source
+    before the batch, none otherwise (so a first load pays no lookup per row).
     """
 
     source: str
     store_has_source: bool
+    #: The bulk batch's own table (``events_batch_<id>``), or None when rows go to ``events``.
+    table: str | None = None
     seen: npt.NDArray[np.uint64] = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
 
     def screen(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
-        """Rows without in-chunk repeats, and which of them to look up in the store."""
+        """Rows without in-chunk repeats, and which of them to look up among earlier chunks."""
         joined = rows["owner_country"].astype(object) + "\x1f" + rows["dedupe_key"].astype(object)
         first = ~joined.duplicated().to_numpy()
         rows = rows[first]
         hashes = pd.util.hash_array(joined.to_numpy(dtype=object)[first])
-        if self.store_has_source:
-            ask = np.ones(len(rows), dtype=bool)
-        elif len(self.seen):
+        if len(self.seen):
             at = np.clip(np.searchsorted(self.seen, hashes), 0, len(self.seen) - 1)
-            ask = self.seen[at] == hashes
+            earlier = self.seen[at] == hashes
         else:
-            ask = np.zeros(len(rows), dtype=bool)
+            earlier = np.zeros(len(rows), dtype=bool)
         # Merge the sorted hashes in (timsort merges two sorted runs in linear time).
         merged = np.concatenate([self.seen, np.sort(hashes)])
         merged.sort(kind="stable")
         self.seen = merged
-        return rows, ask
+        return rows, earlier
 
-    def drop_stored(self, cursor: Any, rows: pd.DataFrame, ask: npt.NDArray[np.bool_]) -> pd.DataFrame:
-        """The rows whose key is not in the store yet (this batch's earlier chunks included)."""
-        if not ask.any():
-            return rows
-        asked = rows[ask]
-        cursor.execute(_EXISTING, (asked["owner_country"].tolist(), asked["dedupe_key"].tolist(),
-                       self.source))
-        found = cursor.fetchall()
-        if not found:
-            return rows
-        keys = pd.MultiIndex.from_arrays([asked["owner_country"], asked["dedupe_key"]])
+    def drop_stored(self, cursor: Any, rows: pd.DataFrame, earlier: npt.NDArray[np.bool_]) -> pd.DataFrame:
+        """The rows whose key is neither in the store nor in the batch's earlier chunks."""
+        lookups: list[tuple[sql.Composable, npt.NDArray[np.bool_]]] = []
+        if self.table is None:
+            ask = np.ones(len(rows), dtype=bool) if self.store_has_source else earlier
+            lookups.append((sql.Identifier("events"), ask))
+        else:
+            if self.store_has_source:
+                lookups.append((sql.Identifier("events"), np.ones(len(rows), dtype=bool)))
+            lookups.append((sql.Identifier(self.table), earlier))
         keep = np.ones(len(rows), dtype=bool)
-        keep[np.flatnonzero(ask)[keys.isin(pd.MultiIndex.from_tuples(found))]] = False
-        return rows[keep]
+        for table, ask in lookups:
+            if not ask.any():
+                continue
+            asked = rows[ask]
+            bulk = self.table is not None and table == sql.Identifier(self.table)
+            if bulk:
+                cursor.execute(_NO_NESTED_LOOP, ("off",))
+            cursor.execute(_EXISTING.format(table=table), (
+                asked["owner_country"].tolist(), asked["dedupe_key"].tolist(), self.source))
+            found = cursor.fetchall()
+            if bulk:
+                cursor.execute(_NO_NESTED_LOOP, ("on",))
+            if found:
+                keys = pd.MultiIndex.from_arrays([asked["owner_country"], asked["dedupe_key"]])
+                keep[np.flatnonzero(ask)[keys.isin(pd.MultiIndex.from_tuples(found))]] = False
+        return rows if keep.all() else rows[keep]
 
 
-def _copy_rows(cursor: Any, rows: pd.DataFrame, batch_id: int) -> None:
-    table = pa.Table.from_pandas(rows.assign(batch_id=batch_id), preserve_index=False)
+def _copy_rows(cursor: Any, rows: pd.DataFrame, batch_id: int, table: str | None = None) -> None:
+    """COPY ``rows`` into ``events``, or into the bulk batch's own ``table`` (with FREEZE)."""
+    frame = pa.Table.from_pandas(rows.assign(batch_id=batch_id), preserve_index=False)
     buffer = io.BytesIO()
-    pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
-    with cursor.copy(_COPY) as copy:
+    pa_csv.write_csv(frame, buffer, _CSV_OPTIONS)
+    statement = _COPY.format(table=sql.Identifier(table or "events"), columns=_COLUMN_LIST,
+                             freeze=sql.SQL(", FREEZE" if table else ""))
+    with cursor.copy(statement) as copy:
         copy.write(buffer.getbuffer())
 
 
@@ -297,7 +326,7 @@ class _Writer:
                 fresh = self.dedupe.drop_stored(self.cursor, rows, ask)
                 self.stored_duplicates += len(rows) - len(fresh)
                 if len(fresh):
-                    _copy_rows(self.cursor, fresh, int(self.report.batch_id or 0))
+                    _copy_rows(self.cursor, fresh, int(self.report.batch_id or 0), self.dedupe.table)
                     self.accepted += len(fresh)
         except BaseException as exc:  # handed to the caller's thread
             self.error = exc
@@ -319,7 +348,8 @@ class _Writer:
 
 
 def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: bool, loaded_by: str,
-          on_loaded: OnLoaded | None, progress: Progress | None, max_problems: int) -> BatchReport:
+          on_loaded: OnLoaded | None, progress: Progress | None, max_problems: int,
+          bulk: bool = False) -> BatchReport:
     started = time.perf_counter()
     report = BatchReport(batch_id=None, file=opened.name, sha256=sha256)
     ambiguous: list[int] = []
@@ -347,6 +377,9 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
                 sa.text("SELECT EXISTS (SELECT 1 FROM events WHERE source = :source "
                         "AND owner_country = ANY (CAST(:owners AS char(3)[])))"),
                 {"source": ctx.source, "owners": owners}).scalar()))
+            if bulk:
+                dedupe.table = conn.execute(sa.text("SELECT CAST(rutas_events_part_create(:id) AS text)"),
+                                            {"id": report.batch_id}).scalar_one()
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with _Writer(cursor, dedupe, report) as writer:
                 for chunk in opened.chunks:
@@ -381,6 +414,10 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
                     code="strict_rejected",
                     problems=report.errors,
                 )
+            if dedupe.table is not None:
+                # Checked, counted and attached with its indexes built in bulk; an empty one is dropped.
+                conn.execute(sa.text("SELECT rutas_events_attach(:id)") if report.accepted else
+                             sa.text(f'DROP TABLE "{dedupe.table}"'), {"id": report.batch_id})
             report.notes = _notes(opened.name, ctx, ambiguous, ambiguous_total, report, unknown_countries)
             report.seconds = time.perf_counter() - started
             conn.execute(

@@ -67,7 +67,8 @@ def _copy_backend(engine: Engine) -> int | None:
     with engine.connect() as conn:
         pid = conn.execute(sa.text(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'rutas ingest' AND query LIKE 'COPY events%'")).scalar()
+            "AND application_name = 'rutas ingest' "
+            "AND (query LIKE 'COPY events%' OR query LIKE 'COPY \"events_batch_%')")).scalar()
     return None if pid is None else int(pid)
 
 
