@@ -143,6 +143,7 @@ def ensure_running(settings: Settings) -> EmbeddedCluster:
                 "--auth=trust",
                 "-E", "UTF8",
                 "--locale=C.UTF-8",
+                "--lc-collate=C",
             ],
             "create",
         )

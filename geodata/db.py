@@ -45,7 +45,14 @@ def ensure_database(url: str) -> None:
                 {"name": target.database},
             ).scalar()
             if not exists:
-                conn.execute(sa.text(f'CREATE DATABASE "{_identifier(target.database)}"'))
+                # Text compares byte-wise ("C"): the order of the embedded server's C.UTF-8 (code
+                # points), without a strcoll call per comparison in every index on text (migration
+                # 0011's measurements); character classes stay the server's (upper, lower, ILIKE).
+                ctype = conn.execute(sa.text("SELECT quote_literal(datctype) FROM pg_database "
+                                             "WHERE datname = 'template1'")).scalar_one()
+                conn.execute(sa.text(
+                    f'CREATE DATABASE "{_identifier(target.database)}" TEMPLATE template0 ENCODING \'UTF8\' '
+                    f"LC_COLLATE 'C' LC_CTYPE {ctype}"))
     except sa.exc.OperationalError as exc:
         raise ConfigurationError(
             f"Cannot reach the database server at {target.render_as_string(hide_password=True)}. "
