@@ -5,7 +5,10 @@ here):
 
 * ``rutas ingest``: read, validate, dedupe and load, end to end (CLI in a subprocess);
 * raw ``COPY`` of the same rows, already in the table's format, into the same ``events`` table
-  (the floor: no reading, no validation);
+  (its shared partition: every index and trigger kept up to date row by row);
+* the same raw ``COPY`` by the path ``rutas ingest`` takes for a large file: into a new partition,
+  then ``rutas_events_attach`` (checks, cell counts, indexes built in bulk): the floor of that path
+  (no reading, no validation);
 * ``GeoDataFrame.to_postgis`` after ``pandas.read_csv`` (what a geopandas user writes);
 * ``ogr2ogr`` from the CSV into PostGIS (GDAL's loader, COPY mode);
 * like against like: ``to_postgis`` and ``ogr2ogr`` again, appending into an empty table with as
@@ -84,7 +87,7 @@ def make_csv(path: Path, rows: int, seed: int = 1) -> None:
     frame.to_csv(path, index=False)
 
 
-def make_copy_input(csv_path: Path, out: Path, batch_id: int) -> None:
+def make_copy_input(csv_path: Path, out: Path, batch_id: int, source: str = "raw-copy") -> None:
     """The same rows already in the ``events`` table's COPY format (CSV), for the raw COPY floor."""
     frame = pd.read_csv(csv_path, dtype=str)
     pd.DataFrame({
@@ -96,7 +99,7 @@ def make_copy_input(csv_path: Path, out: Path, batch_id: int) -> None:
         "geom": "SRID=4326;POINT(" + frame["longitud"] + " " + frame["latitud"] + ")",
         "dead": frame["muertos"],
         "attributes": '{"nota": "' + frame["nota"] + '"}',
-        "source": "raw-copy",
+        "source": source,
         "source_record_id": frame["id"],
         "dedupe_key": "id:" + frame["id"],
         "batch_id": str(batch_id),
@@ -114,6 +117,20 @@ with psycopg.connect(url) as conn, conn.cursor() as cur, open(path, 'rb') as han
                   "FROM STDIN (FORMAT csv)") as copy:
         while block := handle.read(8 << 20):
             copy.write(block)
+"""
+
+#: The floor of rutas' bulk path: the same COPY into a new partition, then the attach (migration 0011).
+RAW_BULK_SCRIPT = """
+import sys, psycopg
+url, path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with psycopg.connect(url) as conn, conn.cursor() as cur, open(path, 'rb') as handle:
+    table = cur.execute("SELECT CAST(rutas_events_part_create(%s) AS text)", (batch,)).fetchone()[0]
+    with cur.copy(f'COPY "{table}" (kind, occurred_at, occurred_text, date_precision, owner_country, '
+                  "geom, dead, attributes, source, source_record_id, dedupe_key, batch_id, source_row) "
+                  "FROM STDIN (FORMAT csv, FREEZE)") as copy:
+        while block := handle.read(8 << 20):
+            copy.write(block)
+    cur.execute("SELECT rutas_events_attach(%s)", (batch,))
 """
 
 CHECK_ONLY_SCRIPT = """
@@ -351,6 +368,17 @@ def main() -> None:
                     "CREATE TABLE events_bare (LIKE events INCLUDING DEFAULTS INCLUDING IDENTITY)"))
             results.append(run("raw COPY, table w/o indexes", ["python", str(script), plain_url,
                                                                str(copy_input), "events_bare"], env, pid))
+            with engine.begin() as conn:
+                bulk_batch = int(conn.execute(sa.text(
+                    "INSERT INTO ingest_batches (file_name, sha256, kind, source, loaded_by) "
+                    "VALUES ('raw-bulk', '', 'incident', 'raw-bulk', 'bench') RETURNING id")).scalar_one())
+            bulk_input = work / "copy_bulk.csv"
+            make_copy_input(csv_path, bulk_input, bulk_batch, source="raw-bulk")
+            bulk_script = work / "raw_bulk.py"
+            bulk_script.write_text(RAW_BULK_SCRIPT)
+            results.append(run("raw COPY, new part + attach", ["python", str(bulk_script), plain_url,
+                                                               str(bulk_input), str(bulk_batch)], env, pid))
+            bulk_input.unlink()
         anatomy: list[tuple[str, float, float]] = []
         indexed: dict[str, int] = {}
         if args.anatomy:
