@@ -94,19 +94,41 @@ CREATE OR REPLACE FUNCTION rutas_events_keys_unique() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     dup record;
+    owners char(3)[];
+    sources text[];
+    shared_only boolean;
 BEGIN
     -- One partition: its unique index is the whole rule.
     IF (SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass) < 2 THEN
         RETURN NULL;
     END IF;
+    SELECT array_agg(DISTINCT n.owner_country), array_agg(DISTINCT n.source), bool_and(n.storage_part = 0)
+    INTO owners, sources, shared_only FROM new_rows n;
+    IF sources IS NULL THEN
+        RETURN NULL;
+    END IF;
     -- The loader's lock per source (pg_advisory_xact_lock(hashtextextended(source, 0))), in a
     -- fixed order: a concurrent writer of the same source waits, then this check sees its rows.
-    PERFORM pg_advisory_xact_lock(hashtextextended(s.source, 0))
-    FROM (SELECT DISTINCT n.source FROM new_rows n ORDER BY 1) AS s;
-    SELECT n.owner_country, n.source, n.dedupe_key INTO dup
-    FROM new_rows n JOIN events e ON e.owner_country = n.owner_country AND e.source = n.source
-        AND e.dedupe_key = n.dedupe_key AND e.storage_part <> n.storage_part
-    LIMIT 1;
+    PERFORM pg_advisory_xact_lock(hashtextextended(o.s, 0))
+    FROM (SELECT s FROM unnest(sources) AS s ORDER BY 1) AS o;
+    IF shared_only THEN
+        -- Rows written through events (the shared partition): only the bulk partitions can hold
+        -- their keys, and only those holding the same owners and sources need a look-up per row.
+        IF NOT EXISTS (SELECT 1 FROM events e WHERE e.storage_part <> 0 AND e.owner_country = ANY (owners)
+                       AND e.source = ANY (sources)) THEN
+            RETURN NULL;
+        END IF;
+        SELECT n.owner_country, n.source, n.dedupe_key INTO dup
+        FROM new_rows n JOIN events e ON e.owner_country = n.owner_country AND e.source = n.source
+            AND e.dedupe_key = n.dedupe_key
+        WHERE e.storage_part <> 0
+        LIMIT 1;
+    ELSE
+        SELECT n.owner_country, n.source, n.dedupe_key INTO dup
+        FROM new_rows n JOIN events e ON e.owner_country = n.owner_country AND e.source = n.source
+            AND e.dedupe_key = n.dedupe_key AND e.storage_part <> n.storage_part
+        LIMIT 1;
+    END IF;
     IF FOUND THEN
         {_DUPLICATE.format(owner="dup.owner_country", source="dup.source", key="dup.dedupe_key")};
     END IF;
