@@ -238,12 +238,13 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     EXECUTE format($q$
         WITH b AS (
-            SELECT CASE WHEN abs(ST_Y(geom)) < 85.05 AND abs(ST_X(geom)) < 180 THEN
-                       floor((ST_X(geom) + 180.0) / 360.0 * {cells})::int END AS gx,
-                   CASE WHEN abs(ST_Y(geom)) < 85.05 AND abs(ST_X(geom)) < 180 THEN
-                       floor((1.0 - asinh(tan(radians(ST_Y(geom)))) / pi()) / 2.0 * {cells})::int END AS gy,
+            SELECT CASE WHEN abs(y) < 85.05 AND abs(x) < 180 THEN floor((x + 180.0) / 360.0 * {cells})::int
+                   END AS gx,
+                   CASE WHEN abs(y) < 85.05 AND abs(x) < 180 THEN
+                       floor((1.0 - asinh(tan(radians(y))) / pi()) / 2.0 * {cells})::int END AS gy,
                    owner_country, source, kind, count(*) AS n
-            FROM %s GROUP BY 1, 2, 3, 4, 5
+            FROM (SELECT ST_X(geom) AS x, ST_Y(geom) AS y, owner_country, source, kind FROM %s) AS p
+            GROUP BY 1, 2, 3, 4, 5
         ), added AS (
             INSERT INTO event_cell_counts AS c (level, gx, gy, owner_country, kind, n)
             SELECT lv, b.gx >> ({top} - lv), b.gy >> ({top} - lv), b.owner_country, b.kind, sum(b.n)
