@@ -76,10 +76,20 @@ events = sa.Table(
     sa.CheckConstraint(f"kind IN {EVENT_KINDS}", name="events_kind"),
     sa.CheckConstraint(f"crime_type IN {CRIME_TYPES}", name="events_crime_type"),
     sa.CheckConstraint(f"date_precision IN {DATE_PRECISIONS}", name="events_date_precision"),
-    sa.UniqueConstraint("owner_country", "source", "dedupe_key", "storage_part", name="events_dedupe"),
+    sa.UniqueConstraint("dedupe_key", "owner_country", "source", "storage_part", name="events_dedupe"),
     postgresql_partition_by="LIST (storage_part)",
 )
 sa.Index("events_geom_idx", events.c.geom, postgresql_using="gist")
+
+#: The (owner country, source) pairs each partition of ``events`` holds (migration 0011), kept by
+#: triggers; never shrunk by deletes, so "absent" is certain and "present" may be stale.
+event_sources = sa.Table(
+    "event_sources",
+    metadata,
+    sa.Column("owner_country", sa.CHAR(3), primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("storage_part", sa.BigInteger, primary_key=True),
+)
 sa.Index("events_occurred_idx", events.c.occurred_at)
 sa.Index("events_batch_idx", events.c.batch_id)
 

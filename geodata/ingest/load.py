@@ -369,12 +369,12 @@ def _load(engine: Engine, opened: Source, ctx: Context, *, sha256: str, strict: 
             # One loader per source at a time: the duplicate check below then stays exact.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:source, 0))"),
                          {"source": ctx.source})
-            # Only the owners this batch can write matter; naming them lets the dedupe index
-            # answer with a few probes instead of a scan of every event (a new source).
+            # Only the owners this batch can write matter: a few probes of event_sources (the
+            # pairs each partition holds, migration 0011) say whether the store has the source.
             owners = ([ctx.owner_country] if ctx.owner_country is not None
                       else sorted({str(code) for code in ctx.countries.codes if code}))
             dedupe = _Dedupe(source=ctx.source, store_has_source=bool(conn.execute(
-                sa.text("SELECT EXISTS (SELECT 1 FROM events WHERE source = :source "
+                sa.text("SELECT EXISTS (SELECT 1 FROM event_sources WHERE source = :source "
                         "AND owner_country = ANY (CAST(:owners AS char(3)[])))"),
                 {"source": ctx.source, "owners": owners}).scalar()))
             if bulk:

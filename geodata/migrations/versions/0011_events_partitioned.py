@@ -82,6 +82,22 @@ NEW_TRIGGERS = (
      "rutas_event_refs_exist"),
 )
 
+#: Which (owner country, source) pairs each partition holds: what tells whether the new rows' keys
+#: must be looked up in other partitions, and whether a loader must look its keys up in the store
+#: (the dedupe index starts with the key, so it cannot answer "any record of this source?"). Kept
+#: by the insert trigger and the attach; never shrunk by deletes, so it can only say "look up" too
+#: often, never too rarely.
+EVENT_SOURCES_SQL = f"""
+CREATE TABLE event_sources (
+    owner_country char(3) NOT NULL,
+    source text NOT NULL,
+    storage_part bigint NOT NULL,
+    PRIMARY KEY (owner_country, source, storage_part)
+);
+REVOKE ALL ON event_sources FROM PUBLIC, {", ".join(APP_ROLES)};
+INSERT INTO event_sources SELECT DISTINCT owner_country, source, storage_part FROM events;
+"""
+
 #: Raised when a dedupe key is already stored in another partition: the unique index's SQLSTATE.
 _DUPLICATE = (
     "RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
@@ -98,6 +114,9 @@ DECLARE
     sources text[];
     shared_only boolean;
 BEGIN
+    INSERT INTO event_sources (owner_country, source, storage_part)
+    SELECT DISTINCT n.owner_country, n.source, n.storage_part FROM new_rows n
+    ON CONFLICT DO NOTHING;
     -- One partition: its unique index is the whole rule.
     IF (SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass) < 2 THEN
         RETURN NULL;
@@ -114,8 +133,8 @@ BEGIN
     IF shared_only THEN
         -- Rows written through events (the shared partition): only the bulk partitions can hold
         -- their keys, and only those holding the same owners and sources need a look-up per row.
-        IF NOT EXISTS (SELECT 1 FROM events e WHERE e.storage_part <> 0 AND e.owner_country = ANY (owners)
-                       AND e.source = ANY (sources)) THEN
+        IF NOT EXISTS (SELECT 1 FROM event_sources e WHERE e.storage_part <> 0
+                       AND e.owner_country = ANY (owners) AND e.source = ANY (sources)) THEN
             RETURN NULL;
         END IF;
         SELECT n.owner_country, n.source, n.dedupe_key INTO dup
@@ -145,6 +164,7 @@ BEGIN
         -- DELETE, not TRUNCATE: the same statement may already have truncated them (CASCADE).
         DELETE FROM event_snaps;
         DELETE FROM route_events;
+        DELETE FROM event_sources;
     ELSIF TG_OP = 'DELETE' THEN
         DELETE FROM event_snaps s USING old_rows o WHERE s.event_id = o.id;
         DELETE FROM route_events r USING old_rows o WHERE r.event_id = o.id;
@@ -213,7 +233,8 @@ BEGIN
     -- The dedupe rule across partitions: only where the store already holds the source.
     PERFORM pg_advisory_xact_lock(hashtextextended(o.s, 0))
     FROM (SELECT s FROM unnest(sources) AS s ORDER BY 1) AS o;
-    IF EXISTS (SELECT 1 FROM events e WHERE e.owner_country = ANY (owners) AND e.source = ANY (sources)) THEN
+    IF EXISTS (SELECT 1 FROM event_sources e
+               WHERE e.owner_country = ANY (owners) AND e.source = ANY (sources)) THEN
         EXECUTE format('SELECT n.owner_country, n.source, n.dedupe_key FROM %I n JOIN events e '
                        'ON e.owner_country = n.owner_country AND e.source = n.source '
                        'AND e.dedupe_key = n.dedupe_key LIMIT 1', part) INTO dup;
@@ -221,6 +242,8 @@ BEGIN
             {_DUPLICATE.format(owner="dup.owner_country", source="dup.source", key="dup.dedupe_key")};
         END IF;
     END IF;
+    INSERT INTO event_sources (owner_country, source, storage_part)
+    SELECT o, s, batch FROM unnest(owners) AS o, unnest(sources) AS s ON CONFLICT DO NOTHING;
     -- Builds the parent's indexes on the new table in bulk; no scan: its constraint implies the bound.
     -- (Building them sets the table's row count for the planner; autovacuum analyses it soon after.)
     EXECUTE format('ALTER TABLE events ATTACH PARTITION %I FOR VALUES IN (%s)', part, batch);
@@ -357,7 +380,9 @@ $$;
     op.execute("COMMENT ON COLUMN events.storage_part IS 'Partition of the record: 0 shared, else the id "
                "of the bulk batch stored in a table of its own (events_batch_<id>).'")
     op.execute("ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY (id, storage_part)")
-    op.execute("ALTER TABLE events ADD CONSTRAINT events_dedupe UNIQUE (owner_country, source, dedupe_key, "
+    # The key first: sorting and inserting then compare the other columns only on a tie (building
+    # this index for 1,000,000 rows took 1.1 s against 3.7 s with owner and source first).
+    op.execute("ALTER TABLE events ADD CONSTRAINT events_dedupe UNIQUE (dedupe_key, owner_country, source, "
                "storage_part)")
     op.execute("CREATE INDEX events_geom_idx ON events USING gist (geom)")
     op.execute("CREATE INDEX events_occurred_idx ON events (occurred_at)")
@@ -379,6 +404,7 @@ $$;
     for role in APP_ROLES:
         op.execute(f"GRANT SELECT ON events TO {role}")
         op.execute(f"REVOKE ALL ON events_shared FROM {role}")
+    op.execute(EVENT_SOURCES_SQL)
     op.execute(FUNCTIONS_SQL)
     op.execute(CELLS_ADD_SQL.format(top=CELL_LEVELS - 1, cells=2 ** (CELL_LEVELS - 1 + 5)))
     for trigger, timing, function in OLD_TRIGGERS:
@@ -414,6 +440,7 @@ $$;
     op.execute("ALTER TABLE events DETACH PARTITION events_shared")
     op.execute("ALTER SEQUENCE events_id_seq OWNED BY NONE")
     op.execute("DROP TABLE events")
+    op.execute("DROP TABLE event_sources")
     for name in ("rutas_events_keys_unique()", "rutas_events_dependents()", "rutas_event_refs_exist()",
                  "rutas_events_part_create(bigint)", "rutas_events_attach(bigint)",
                  "rutas_cells_add(regclass)"):
