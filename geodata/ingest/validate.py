@@ -19,6 +19,7 @@ import shapely
 
 from geodata.countries import Countries
 from geodata.errors import Problem
+from geodata.ingest import text as texts
 from geodata.ingest.columns import ColumnMap
 from geodata.ingest.dates import ParsedDates, parse_dates
 from geodata.ingest.readers import Chunk
@@ -105,18 +106,19 @@ class _Collector:
 def _text(frame: pd.DataFrame, column: str | None) -> pd.Series:
     if column is None:
         return pd.Series(pd.NA, index=frame.index, dtype="str")
-    text: pd.Series = frame[column].astype("str").str.strip()
-    return text.where(text != "")
+    return texts.series(texts.trimmed(frame[column]), frame.index)
 
 
-def _number(text: pd.Series) -> npt.NDArray[np.float64]:
-    return pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce").to_numpy(
-        dtype="float64", na_value=np.nan, copy=True)
+def _number(values: pd.Series) -> npt.NDArray[np.float64]:
+    return texts.numbers(texts.arrow(values))
 
 
-def _decimals(text: pd.Series) -> npt.NDArray[np.float64]:
-    dot = text.str.replace(",", ".", regex=False).str.find(".")
-    length = text.str.len()
+def _decimals(values: pd.Series) -> npt.NDArray[np.float64]:
+    fast = texts.decimal_places(texts.arrow(values))
+    if fast is not None:
+        return fast
+    dot = values.str.replace(",", ".", regex=False).str.find(".")
+    length = values.str.len()
     places = np.where(dot.to_numpy(dtype="float64", na_value=-1) >= 0,
                       length.to_numpy(dtype="float64", na_value=0)
                       - dot.to_numpy(dtype="float64", na_value=0) - 1,
