@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyproj
 import shapely
 
@@ -431,7 +433,7 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
             code="bad_row"))
     bad.problems.sort(key=lambda p: p.row or 0)
     keep = ~bad.bad
-    rows = _stage_rows(frame[keep], ctx, lon[keep], lat[keep], places[keep], dates, keep, location[keep],
+    rows = _stage_rows(frame, ctx, lon[keep], lat[keep], places[keep], dates, keep, location[keep],
                        owner[keep], fix_text[keep], {k: v[keep] for k, v in counts.items()},
                        chunk.rows[keep], _crime_type(frame, ctx)[keep], _nationalities(frame, ctx)[keep])
     ambiguous = chunk.rows[dates.ambiguous & keep].tolist() if not cols.date_order_given else []
@@ -442,10 +444,12 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
 
 def _integers(values: npt.NDArray[np.float64]) -> pd.Series:
     """Whole numbers with NA where unknown (never 0 for unknown)."""
-    return pd.Series(values).round().astype("Int64")
+    unknown = np.isnan(values)
+    whole = np.where(unknown, 0, np.round(values)).astype("int64")
+    return pd.Series(pd.arrays.IntegerArray(whole, unknown))
 
 
-def _ewkb_hex(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> npt.NDArray[np.str_]:
+def _ewkb_hex(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> pa.Array:
     """Hex EWKB of points with SRID 4326, built with numpy (no geometry objects)."""
     n = len(lon)
     raw = np.empty((n, 25), dtype=np.uint8)
@@ -456,7 +460,27 @@ def _ewkb_hex(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> npt
     out = np.empty((n, 50), dtype=np.uint8)
     out[:, 0::2] = digits[raw >> 4]
     out[:, 1::2] = digits[raw & 0x0F]
-    return out.view("S50").ravel().astype(str)
+    offsets = np.arange(0, 50 * n + 1, 50, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
+
+
+def _strings(values: npt.NDArray[np.object_] | pa.Array) -> pd.Series:
+    """A pandas ``str`` column over pyarrow strings (from Python strings and ``None``)."""
+    array = values if isinstance(values, pa.Array) else pa.array(values, type=pa.large_string(),
+                                                                 from_pandas=True)
+    return texts.series(array)
+
+
+def _attributes(frame: pd.DataFrame, extra: list[str], keep: npt.NDArray[np.bool_]) -> pd.Series:
+    """The free attributes of the kept rows as JSON objects (``{}`` when there are none)."""
+    rows = int(keep.sum())
+    if not extra:
+        return _strings(texts.json_objects({}, rows))
+    if len(set(extra)) < len(extra) or not all(isinstance(frame[c].dtype, pd.StringDtype) for c in extra):
+        attributes = frame[keep][extra].to_json(orient="records", lines=True, force_ascii=False).splitlines()
+        return _strings(np.asarray(attributes, dtype=object))
+    mask = pa.array(keep)
+    return _strings(texts.json_objects({c: texts.arrow(frame[c]).filter(mask) for c in extra}, rows))
 
 
 def _stage_rows(frame: pd.DataFrame, ctx: Context, lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64],
@@ -465,55 +489,64 @@ def _stage_rows(frame: pd.DataFrame, ctx: Context, lon: npt.NDArray[np.float64],
                 fix_text: npt.NDArray[np.object_], counts: dict[str, npt.NDArray[np.float64]],
                 rows: npt.NDArray[np.int64], crime: npt.NDArray[np.object_],
                 nationalities: npt.NDArray[np.object_]) -> pd.DataFrame:
+    """The kept rows in the columns of :data:`STAGE_COLUMNS` (``frame`` holds every row of the chunk)."""
     cols = ctx.columns
+    n = len(lon)
+    kept = pa.array(keep)
     used = {h for h in cols.roles.values()}
     # Free attributes: the columns no role uses and that hold something in this chunk.
     extra = [c for c in frame.columns if c not in used and frame[c].notna().any()]
-    if extra:
-        attributes = frame[extra].to_json(orient="records", lines=True, force_ascii=False).splitlines()
-    else:
-        attributes = ["{}"] * len(frame)
-    record_id = _text(frame, cols.get("record_id")) if cols.get("record_id") else pd.Series(
-        pd.NA, index=frame.index, dtype="str")
+    attributes = _attributes(frame, extra, keep)
+    record_column = cols.get("record_id")
+    record_id = (texts.trimmed(frame[record_column]).filter(kept) if record_column
+                 else pa.nulls(n, pa.large_string()))
     occurred = dates.occurred_at[keep]
     # Precision of the coordinates from their decimal places (1 degree of latitude ~ 111.32 km).
     precision_m = np.where(np.isfinite(places), 111_320.0 / np.power(10.0, np.nan_to_num(places)), np.nan)
     if cols.get("precision_m"):
-        given = _number(_text(frame, cols.get("precision_m")))
+        given = texts.numbers(texts.trimmed(frame[cols.get("precision_m")]).filter(kept))
         precision_m = np.where(np.isfinite(given), given, precision_m)
-    key_frame = pd.DataFrame({
-        "t": occurred.to_numpy(dtype="datetime64[us]").astype("int64"),
-        "p": dates.precision[keep].astype(str),
-        "x": np.round(lon, 6), "y": np.round(lat, 6),
-        "k": ctx.kind,
-        **{role: counts[role] for role in COUNT_ROLES},
-        "n": pd.Series(nationalities, dtype=object).fillna("").astype(str).to_numpy(),
-    })
-    h1 = pd.util.hash_pandas_object(key_frame, index=False).to_numpy()
-    h2 = pd.util.hash_pandas_object(key_frame, index=False, hash_key="rutas-dedupe-v1!").to_numpy()
-    hashed = "h:" + pd.Series(h1.astype(str)) + "-" + pd.Series(h2.astype(str))
-    ids = record_id.reset_index(drop=True)
-    dedupe = ("id:" + ids).where(ids.notna(), hashed)
+    has_id = np.asarray(record_id.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    dedupe = pc.binary_join_element_wise(pa.scalar("id:", pa.large_string()), record_id,
+                                         pa.scalar("", pa.large_string()))
+    if not has_id.all():
+        # Rows without a record id are keyed by a hash of their content (row by row, so only
+        # the rows that need it are hashed).
+        hashless = ~has_id
+        key_frame = pd.DataFrame({
+            "t": occurred.to_numpy(dtype="datetime64[us]").astype("int64")[hashless],
+            "p": dates.precision[keep][hashless].astype(str),
+            "x": np.round(lon[hashless], 6), "y": np.round(lat[hashless], 6),
+            "k": ctx.kind,
+            **{role: counts[role][hashless] for role in COUNT_ROLES},
+            "n": pd.Series(nationalities[hashless], dtype=object).fillna("").astype(str).to_numpy(),
+        })
+        h1 = pd.util.hash_pandas_object(key_frame, index=False).to_numpy()
+        h2 = pd.util.hash_pandas_object(key_frame, index=False, hash_key="rutas-dedupe-v1!").to_numpy()
+        hashed = np.full(n, None, dtype=object)
+        hashed[hashless] = ("h:" + pd.Series(h1.astype(str)) + "-" + pd.Series(h2.astype(str))).to_numpy(
+            dtype=object)
+        dedupe = pc.coalesce(dedupe, pa.array(hashed, type=pa.large_string()))
+    days = pa.array(occurred.to_numpy(dtype="datetime64[s]"), type=pa.timestamp("s"))
     return pd.DataFrame({
-        "kind": ctx.kind,
-        "crime_type": crime,
-        "occurred_at": np.datetime_as_string(occurred.to_numpy(dtype="datetime64[us]"), unit="s",
-                                             timezone="UTC"),
-        "occurred_text": dates.text[keep].to_numpy(),
-        "date_precision": dates.precision[keep],
-        "owner_country": owner,
-        "location_country": location,
-        "geom": _ewkb_hex(lon, lat),
+        "kind": _strings(pa.repeat(pa.scalar(ctx.kind, pa.large_string()), n)),
+        "crime_type": _strings(crime),
+        "occurred_at": _strings(pc.strftime(days, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.large_string())),
+        "occurred_text": _strings(texts.arrow(dates.text).filter(kept)),
+        "date_precision": _strings(dates.precision[keep]),
+        "owner_country": _strings(owner),
+        "location_country": _strings(location),
+        "geom": _strings(_ewkb_hex(lon, lat)),
         "coord_precision_m": precision_m,
         "coordinate_fix": fix_text,
         "dead": _integers(counts["dead"]),
         "missing": _integers(counts["missing"]),
         "survivors": _integers(counts["survivors"]),
         "victims": _integers(counts["victims"]),
-        "nationalities": nationalities,
+        "nationalities": _strings(nationalities),
         "attributes": attributes,
-        "source": ctx.source,
-        "source_record_id": ids.astype(object).where(ids.notna(), None).to_numpy(),
-        "dedupe_key": dedupe.to_numpy(dtype=object),
+        "source": _strings(pa.repeat(pa.scalar(ctx.source, pa.large_string()), n)),
+        "source_record_id": _strings(record_id),
+        "dedupe_key": _strings(dedupe),
         "source_row": rows,
     })
