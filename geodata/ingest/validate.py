@@ -96,7 +96,8 @@ class _Collector:
         if len(hit) == 0:
             return
         self.bad[hit] = True
-        shown = np.asarray(values, dtype=object)[hit]
+        shown = (values.iloc[hit].to_numpy(dtype=object) if isinstance(values, pd.Series)
+                 else np.asarray(values, dtype=object)[hit])
         self.problems.extend(
             Problem(file=self.ctx.file, row=int(self.rows[i]), field=field,
                     value="" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v),
@@ -177,14 +178,21 @@ def _coordinates(chunk: Chunk, ctx: Context, bad: _Collector) -> tuple[
         lat_text, lon_text = parts[0], parts[1]
     else:
         lat_text, lon_text = _text(frame, cols.get("lat")), _text(frame, cols.get("lon"))
-        text = lat_text.fillna("").str.cat(lon_text.fillna(""), sep=", ").where(
-            lat_text.notna() | lon_text.notna(), pd.NA)
+        lat_arrow, lon_arrow = texts.arrow(lat_text), texts.arrow(lon_text)
+        empty = pa.scalar("", pa.large_string())
+        joined = pc.binary_join_element_wise(pc.fill_null(lat_arrow, empty), pc.fill_null(lon_arrow, empty),
+                                             pa.scalar(", ", pa.large_string()))
+        either = pc.or_(pc.is_valid(lat_arrow), pc.is_valid(lon_arrow))
+        text = texts.series(pc.if_else(either, joined, pa.scalar(None, pa.large_string())), frame.index)
         field_name = f"{cols.get('lat')}/{cols.get('lon')}"
     use = from_columns
     lat_c, lon_c = _number(lat_text), _number(lon_text)
     lat[use], lon[use] = lat_c[use], lon_c[use]
     places[use] = np.minimum(_decimals(lat_text), _decimals(lon_text))[use]
-    shown[use] = text.fillna("").to_numpy()[use]
+    if use.all():
+        shown = texts.series(pc.fill_null(texts.arrow(text), pa.scalar("", pa.large_string())), frame.index)
+    else:
+        shown[use] = text.fillna("").to_numpy()[use]
     missing = use & text.isna().to_numpy()
     bad.add(missing, field_name, shown,
             "The coordinates are missing. Add latitude and longitude in decimal degrees (e.g. 19.43, "
@@ -231,8 +239,11 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
     expected[by_owner] = fallback
     nowhere = (located == None) | (located == "ATA")  # noqa: E711
     check = finite & pd.notna(expected)
-    inside = np.zeros(n, dtype=bool)
-    inside[check] = countries.contains(expected[check], lon[check], lat[check])
+    # A point located in the expected country is inside it (codes are unique); only the others
+    # are tested against the expected country's polygon.
+    inside = check & (located == expected)
+    test = check & ~inside
+    inside[test] = countries.contains(expected[test], lon[test], lat[test])
     outside = np.flatnonzero(check & ~inside & ~((lon == 0) & (lat == 0)))
     km = np.full(n, np.nan)
 
@@ -527,11 +538,18 @@ def _stage_rows(frame: pd.DataFrame, ctx: Context, lon: npt.NDArray[np.float64],
         hashed[hashless] = ("h:" + pd.Series(h1.astype(str)) + "-" + pd.Series(h2.astype(str))).to_numpy(
             dtype=object)
         dedupe = pc.coalesce(dedupe, pa.array(hashed, type=pa.large_string()))
-    days = pa.array(occurred.to_numpy(dtype="datetime64[s]"), type=pa.timestamp("s"))
+    seconds = occurred.to_numpy(dtype="datetime64[s]")
+    if np.all(seconds.astype("int64") % 86_400 == 0):  # dates start their day: format the day only
+        days = pa.array(seconds.astype("datetime64[D]"), type=pa.date32()).cast(pa.large_string())
+        occurred_at = pc.binary_join_element_wise(days, pa.scalar("T00:00:00Z", pa.large_string()),
+                                                  pa.scalar("", pa.large_string()))
+    else:
+        occurred_at = pa.array(np.datetime_as_string(seconds, unit="s", timezone="UTC"),
+                               type=pa.large_string())
     return pd.DataFrame({
         "kind": _strings(pa.repeat(pa.scalar(ctx.kind, pa.large_string()), n)),
         "crime_type": _strings(crime),
-        "occurred_at": _strings(pc.strftime(days, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.large_string())),
+        "occurred_at": _strings(occurred_at),
         "occurred_text": _strings(texts.arrow(dates.text).filter(kept)),
         "date_precision": _strings(dates.precision[keep]),
         "owner_country": _strings(owner),
