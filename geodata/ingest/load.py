@@ -28,6 +28,7 @@ import numpy.typing as npt
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -35,6 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from geodata.countries import load_countries
 from geodata.db import Scope, scoped
 from geodata.errors import InputError, Problem, RutasError
+from geodata.ingest import text as texts
 from geodata.ingest.columns import read_mapping, recognise
 from geodata.ingest.readers import Source, open_source, scan_file
 from geodata.ingest.validate import STAGE_COLUMNS, Context, check_chunk
@@ -214,10 +216,12 @@ class _Dedupe:
 
     def screen(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
         """Rows without in-chunk repeats, and which of them to look up in the store."""
-        joined = rows["owner_country"].astype(object) + "\x1f" + rows["dedupe_key"].astype(object)
+        joined = texts.series(pc.binary_join_element_wise(
+            texts.arrow(rows["owner_country"]), texts.arrow(rows["dedupe_key"]),
+            pa.scalar("\x1f", pa.large_string())))
         first = ~joined.duplicated().to_numpy()
         rows = rows[first]
-        hashes = pd.util.hash_array(joined.to_numpy(dtype=object)[first])
+        hashes = pd.util.hash_array(joined.array[first])
         if self.store_has_source:
             ask = np.ones(len(rows), dtype=bool)
         elif len(self.seen):
