@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -83,6 +83,8 @@ class Countries:
     ----------
     codes
         ``ADM0_A3`` code of each polygon, in the order of ``geoms``.
+    bounds
+        Bounding box of each polygon, degrees.
     geoms
         Prepared (Multi)Polygons in EPSG:4326, longitude/latitude degrees.
     names
@@ -92,6 +94,12 @@ class Countries:
     codes: npt.NDArray[np.object_]
     geoms: npt.NDArray[np.object_]
     names: dict[str, str]
+    #: Bounding box of each polygon (min lon, min lat, max lon, max lat); computed when not given.
+    bounds: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 4)))
+
+    def __post_init__(self) -> None:
+        if len(self.bounds) != len(self.geoms):
+            object.__setattr__(self, "bounds", np.asarray(shapely.bounds(self.geoms), dtype=np.float64))
 
     def code_of_names(self, names: pd.Series) -> pd.Series:
         """ISO3 code of each country name or code in ``names`` (``None`` when not recognised).
@@ -118,7 +126,7 @@ class Countries:
         # box, against its prepared polygon (faster than an STRtree of points here).
         order = valid[np.argsort(lon[valid], kind="stable")]
         sorted_lon = lon[order]
-        bounds = shapely.bounds(self.geoms)
+        bounds = self.bounds
         for i in range(len(self.geoms)):
             lo = int(np.searchsorted(sorted_lon, bounds[i, 0], side="left"))
             hi = int(np.searchsorted(sorted_lon, bounds[i, 2], side="right"))
@@ -143,11 +151,15 @@ class Countries:
         result = np.zeros(len(lon), dtype=bool)
         finite = np.isfinite(lon) & np.isfinite(lat)
         position = {code: i for i, code in enumerate(self.codes)}
+        bounds = self.bounds
         for code in pd.unique(codes[finite]):
             if code is None or code not in position:
                 continue
-            rows = np.flatnonzero(finite & (codes == code))
-            result[rows] = shapely.contains_xy(self.geoms[position[code]], lon[rows], lat[rows])
+            i = position[code]
+            # Only points inside the polygon's bounding box can be inside the polygon.
+            rows = np.flatnonzero(finite & (codes == code) & (lon >= bounds[i, 0]) & (lon <= bounds[i, 2])
+                                  & (lat >= bounds[i, 1]) & (lat <= bounds[i, 3]))
+            result[rows] = shapely.contains_xy(self.geoms[i], lon[rows], lat[rows])
         return result
 
 

@@ -220,7 +220,8 @@ class _Dedupe:
             texts.arrow(rows["owner_country"]), texts.arrow(rows["dedupe_key"]),
             pa.scalar("\x1f", pa.large_string())))
         first = ~joined.duplicated().to_numpy()
-        rows = rows[first]
+        if not first.all():
+            rows = rows[first]
         hashes = pd.util.hash_array(joined.array[first])
         if self.store_has_source:
             ask = np.ones(len(rows), dtype=bool)

@@ -477,8 +477,12 @@ def _ewkb_hex(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> pa.
 
 def _strings(values: npt.NDArray[np.object_] | pa.Array) -> pd.Series:
     """A pandas ``str`` column over pyarrow strings (from Python strings and ``None``)."""
-    array = values if isinstance(values, pa.Array) else pa.array(values, type=pa.large_string(),
-                                                                 from_pandas=True)
+    if isinstance(values, pa.Array):
+        array = values
+    elif len(values) and isinstance(values[0], str) and bool(np.all(values == values[0])):
+        array = pa.repeat(pa.scalar(values[0], pa.large_string()), len(values))  # one value: no conversion
+    else:
+        array = pa.array(values, type=pa.large_string(), from_pandas=True)
     return texts.series(array)
 
 
