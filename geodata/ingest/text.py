@@ -21,6 +21,7 @@ _PLAIN_NUMBER = r"^[+-]?(?:[0-9]{1,17}\.?[0-9]{0,20}|\.[0-9]{1,20})$"
 _JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("/", "\\/"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
                  ("\b", "\\b"), ("\f", "\\f"))
 _CONTROL = "[\\x00-\\x1f]"
+_NEEDS_ESCAPE = '[\\x00-\\x1f"/\\\\]'
 
 
 def arrow(values: pd.Series) -> pa.Array:
@@ -81,15 +82,16 @@ def decimal_places(text: pa.Array) -> npt.NDArray[np.float64] | None:
 def _json_string(values: pa.Array) -> pa.Array:
     """Each value as a JSON string literal as ujson writes it (``null`` for nulls)."""
     text = values
-    for char, escape in _JSON_ESCAPES:
-        if pc.any(pc.match_substring(text, char)).as_py():
-            text = pc.replace_substring(text, char, escape)
-    control = _mask(pc.match_substring_regex(text, _CONTROL))
-    if control.any():
-        items = text.to_pylist()
-        for i in np.flatnonzero(control):
-            items[i] = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 else c for c in items[i])
-        text = pa.array(items, type=pa.large_string())
+    if pc.any(pc.match_substring_regex(text, _NEEDS_ESCAPE)).as_py():
+        for char, escape in _JSON_ESCAPES:
+            if pc.any(pc.match_substring(text, char)).as_py():
+                text = pc.replace_substring(text, char, escape)
+        control = _mask(pc.match_substring_regex(text, _CONTROL))
+        if control.any():
+            items = text.to_pylist()
+            for i in np.flatnonzero(control):
+                items[i] = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 else c for c in items[i])
+            text = pa.array(items, type=pa.large_string())
     quote = pa.scalar('"', pa.large_string())
     return pc.fill_null(pc.binary_join_element_wise(quote, text, quote, pa.scalar("", pa.large_string())),
                         pa.scalar("null", pa.large_string()))
