@@ -3,7 +3,8 @@
 The key of a country is Natural Earth's ``ADM0_A3`` (equal to ISO 3166-1 alpha-3 for every
 sovereign state of the region; France is ``FRA`` and Norway ``NOR`` where ``ISO_A3`` is -99).
 Polygons are in EPSG:4326 (longitude, latitude in degrees). Point-in-country tests are
-vectorised: one prepared polygon per country is tested against all points at once.
+vectorised: a grid cell (1/16 degree) that lies inside one country, or touches none, answers
+for all its points at once; the other points are tested against the prepared polygons.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from geodata.errors import ConfigurationError
 from geodata.settings import Settings
 
 COUNTRIES_FILE = Path("natural_earth") / "ne_50m_admin_0_countries.geojson"
+#: Side of the grid cells (degrees) whose points are placed by one test of the cell.
+_CELL_DEG = 1 / 16
+#: Cells holding fewer points of one call are not worth classifying: their points are tested.
+_MIN_CELL_POINTS = 8
+_NO_COUNTRY = -1
+_MIXED = -2
 
 #: Spanish and Portuguese names (and common variants in source systems) that Natural Earth's
 #: English names do not cover. Keys are compared after :func:`normalise_name`.
@@ -96,6 +103,9 @@ class Countries:
     names: dict[str, str]
     #: Bounding box of each polygon (min lon, min lat, max lon, max lat); computed when not given.
     bounds: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 4)))
+    #: Grid cells already classified: cell key -> the one country whose interior holds the whole
+    #: cell, :data:`_NO_COUNTRY` when no country touches it, :data:`_MIXED` otherwise.
+    cells: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.bounds) != len(self.geoms):
@@ -119,9 +129,18 @@ class Countries:
         ``lon``/``lat`` are degrees in EPSG:4326; NaN gives ``None``.
         """
         result = np.full(len(lon), None, dtype=object)
-        valid = np.flatnonzero(np.isfinite(lon) & np.isfinite(lat))
+        cell = self._cell_countries(lon, lat)
+        whole = cell >= 0
+        result[whole] = self.codes[cell[whole]]
+        self._locate_exactly(np.flatnonzero(cell == _MIXED), lon, lat, result)
+        return result
+
+    def _locate_exactly(self, rows: npt.NDArray[np.intp], lon: npt.NDArray[np.float64],
+                        lat: npt.NDArray[np.float64], result: npt.NDArray[np.object_]) -> None:
+        """Point-in-polygon tests of ``rows`` against every country whose bounding box holds them."""
+        valid = rows[np.isfinite(lon[rows]) & np.isfinite(lat[rows])]
         if len(valid) == 0:
-            return result
+            return
         # Sort once by longitude; each country then tests only the points inside its bounding
         # box, against its prepared polygon (faster than an STRtree of points here).
         order = valid[np.argsort(lon[valid], kind="stable")]
@@ -130,12 +149,57 @@ class Countries:
         for i in range(len(self.geoms)):
             lo = int(np.searchsorted(sorted_lon, bounds[i, 0], side="left"))
             hi = int(np.searchsorted(sorted_lon, bounds[i, 2], side="right"))
-            rows = order[lo:hi]
-            rows = rows[(lat[rows] >= bounds[i, 1]) & (lat[rows] <= bounds[i, 3])]
-            if len(rows):
-                inside = shapely.contains_xy(self.geoms[i], lon[rows], lat[rows])
-                result[rows[inside]] = self.codes[i]
-        return result
+            found = order[lo:hi]
+            found = found[(lat[found] >= bounds[i, 1]) & (lat[found] <= bounds[i, 3])]
+            if len(found):
+                inside = shapely.contains_xy(self.geoms[i], lon[found], lat[found])
+                result[found[inside]] = self.codes[i]
+
+    def _cell_countries(self, lon: npt.NDArray[np.float64],
+                        lat: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """Per point, the country whose interior holds the point's whole grid cell.
+
+        :data:`_NO_COUNTRY` where no country touches the cell (no point of it is in a country),
+        :data:`_MIXED` where the points need an exact test (a border or coast crosses the cell,
+        the cell holds too few points of this call to be worth classifying, or NaN). Cells are
+        closed boxes of :data:`_CELL_DEG` degrees; classifications are kept for later calls.
+        """
+        out = np.full(len(lon), _MIXED, dtype=np.int64)
+        finite = np.flatnonzero(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180)
+                                & (np.abs(lat) <= 90))
+        if len(finite) == 0:
+            return out
+        col = np.floor(lon[finite] / _CELL_DEG).astype(np.int64)
+        row = np.floor(lat[finite] / _CELL_DEG).astype(np.int64)
+        keys = (col + 4 * 180 * 16) * 100_000 + (row + 4 * 90 * 16)
+        uniques, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        classes = np.full(len(uniques), _MIXED, dtype=np.int64)
+        for j, (key, count) in enumerate(zip(uniques.tolist(), counts.tolist(), strict=True)):
+            known = self.cells.get(key)
+            if known is None and count >= _MIN_CELL_POINTS:
+                known = self._classify(key)
+                self.cells[key] = known
+            if known is not None:
+                classes[j] = known
+        out[finite] = classes[inverse]
+        return out
+
+    def _classify(self, key: int) -> int:
+        col = key // 100_000 - 4 * 180 * 16
+        row = key % 100_000 - 4 * 90 * 16
+        x0, y0 = col * _CELL_DEG, row * _CELL_DEG
+        x1, y1 = x0 + _CELL_DEG, y0 + _CELL_DEG
+        b = self.bounds
+        near = np.flatnonzero((b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0))
+        if len(near) == 0:
+            return _NO_COUNTRY
+        box = shapely.box(x0, y0, x1, y1)
+        touching = near[shapely.intersects(self.geoms[near], box)]
+        if len(touching) == 0:
+            return _NO_COUNTRY
+        if len(touching) == 1 and bool(shapely.contains_properly(self.geoms[touching[0]], box)):
+            return int(touching[0])
+        return _MIXED
 
     def contains(
         self,
@@ -156,10 +220,14 @@ class Countries:
             if code is None or code not in position:
                 continue
             i = position[code]
-            # Only points inside the polygon's bounding box can be inside the polygon.
+            # Only points inside the polygon's bounding box can be inside the polygon; a cell
+            # inside one country, or touched by none, answers for all its points.
             rows = np.flatnonzero(finite & (codes == code) & (lon >= bounds[i, 0]) & (lon <= bounds[i, 2])
                                   & (lat >= bounds[i, 1]) & (lat <= bounds[i, 3]))
-            result[rows] = shapely.contains_xy(self.geoms[i], lon[rows], lat[rows])
+            cell = self._cell_countries(lon[rows], lat[rows])
+            result[rows] = cell == i
+            exact = rows[cell == _MIXED]
+            result[exact] = shapely.contains_xy(self.geoms[i], lon[exact], lat[exact])
         return result
 
 
