@@ -55,6 +55,16 @@ def numbers(text: pa.Array) -> npt.NDArray[np.float64]:
     The same values as ``pd.to_numeric(..., errors="coerce")`` on the text with ``,`` made ``.``.
     """
     dotted = pc.replace_substring(text, ",", ".")
+    # Without exponents or words (inf, nan), whatever pyarrow reads as a decimal number pandas
+    # reads as the same double; anything else goes through the checks below.
+    if not (pc.any(pc.match_substring(dotted, "e", ignore_case=True)).as_py()
+            or pc.any(pc.match_substring(dotted, "n", ignore_case=True)).as_py()):
+        try:
+            values = pc.cast(dotted, pa.float64())
+        except pa.ArrowInvalid:
+            pass
+        else:
+            return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
     plain = _mask(pc.match_substring_regex(dotted, _PLAIN_NUMBER))
     result = np.full(len(text), np.nan)
     if plain.any():

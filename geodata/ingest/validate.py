@@ -37,6 +37,8 @@ COUNT_ROLES = ("dead", "missing", "survivors", "victims")
 _UNKNOWN_WORDS = {"unknown", "desconocido", "desconocida", "desconhecido", "mixed", "mixed or unknown",
                   "mixed unknown", "n a", "na", "sin dato", "sin datos", "s d", "nd"}
 _GEOD = pyproj.Geod(ellps="WGS84")
+#: The two upper-case hex digits of each byte value, as one little-endian 16-bit word.
+_HEX_PAIRS = np.frombuffer("".join(f"{b:02X}" for b in range(256)).encode(), dtype="<u2")
 #: Corrections tried for a point outside its country, in order: (label es, label en, function).
 _Change = Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]],
                    tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
@@ -467,10 +469,7 @@ def _ewkb_hex(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> pa.
     raw[:, :9] = np.frombuffer(bytes.fromhex("0101000020E6100000"), dtype=np.uint8)
     raw[:, 9:17] = np.ascontiguousarray(lon, dtype="<f8").view(np.uint8).reshape(n, 8)
     raw[:, 17:25] = np.ascontiguousarray(lat, dtype="<f8").view(np.uint8).reshape(n, 8)
-    digits = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
-    out = np.empty((n, 50), dtype=np.uint8)
-    out[:, 0::2] = digits[raw >> 4]
-    out[:, 1::2] = digits[raw & 0x0F]
+    out = np.ascontiguousarray(_HEX_PAIRS[raw]).view(np.uint8)
     offsets = np.arange(0, 50 * n + 1, 50, dtype=np.int64)
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
 
