@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyogrio
 import shapely
 
 from geodata.errors import ConfigurationError
@@ -257,17 +256,20 @@ def _load(path: Path) -> Countries:
             f"Faltan los polígonos de países {path} (Natural Earth ne_50m_admin_0_countries).",
             code="no_countries",
         )
-    frame = pyogrio.read_dataframe(
-        path, columns=["ADM0_A3", "ISO_A3", "ISO_A2", "NAME", "NAME_LONG", "ADMIN", "NAME_SORT",
-                       "NAME_ALT", "FORMAL_EN", "BRK_NAME", "SOVEREIGNT"]
-    )
-    codes = frame["ADM0_A3"].astype(str).to_numpy(dtype=object)
-    geoms = frame.geometry.to_numpy()
+    from pyogrio.raw import read  # local: only loading the polygons needs GDAL
+
+    fields = ["ADM0_A3", "ISO_A3", "ISO_A2", "NAME", "NAME_LONG", "ADMIN", "NAME_SORT", "NAME_ALT",
+              "FORMAL_EN", "BRK_NAME", "SOVEREIGNT"]
+    # pyogrio.raw.read gives plain arrays (read_dataframe would import geopandas for a GeoDataFrame).
+    meta, _, wkb, values = read(path, columns=fields)
+    frame = dict(zip([str(f) for f in meta["fields"]], values, strict=True))
+    codes = np.asarray([str(c) for c in frame["ADM0_A3"]], dtype=object)
+    geoms = shapely.from_wkb(wkb)
     shapely.prepare(geoms)
     names: dict[str, str] = {}
     for column in ["NAME_SORT", "SOVEREIGNT", "FORMAL_EN", "NAME_ALT", "BRK_NAME", "ADMIN", "NAME_LONG",
                    "NAME", "ISO_A2", "ISO_A3", "ADM0_A3"]:
-        for value, code in zip(frame[column].tolist(), codes, strict=True):
+        for value, code in zip(list(frame[column]), codes, strict=True):
             if isinstance(value, str) and value and value != "-99":
                 names[normalise_name(value)] = code
     for name, code in _EXTRA_NAMES.items():

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,12 +27,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyogrio
-import pyproj
 import shapely
 
 from geodata.errors import InputError
 from geodata.ingest.columns import ROLES, Mapping, normalise_header
+
+if TYPE_CHECKING:
+    import pyproj
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 EXCEL_SUFFIXES = (".xlsx", ".xlsm")
@@ -460,6 +461,8 @@ def _gdal_path(path: Path, max_bytes: int) -> str:
 
 
 def _open_geo(path: Path, chunk_rows: int, max_bytes: int) -> Source:
+    import pyogrio  # local: only the GDAL formats need it (it also loads geopandas)
+
     name = path.name
     gdal_path = _gdal_path(path, max_bytes)
     options = _open_options(path)
@@ -538,6 +541,8 @@ def _gdal_message(exc: Exception) -> str:
 def _to_wgs84(crs: str | None) -> pyproj.Transformer | None:
     if not crs:
         return None
+    import pyproj  # local: only layers in another CRS need it
+
     source = pyproj.CRS.from_user_input(crs)
     if source.equals(pyproj.CRS.from_epsg(4326), ignore_axis_order=True):
         return None

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyproj
 import shapely
 
 from geodata.countries import Countries
@@ -25,6 +26,9 @@ from geodata.ingest import text as texts
 from geodata.ingest.columns import ColumnMap
 from geodata.ingest.dates import ParsedDates, parse_dates
 from geodata.ingest.readers import Chunk
+
+if TYPE_CHECKING:
+    import pyproj
 
 #: Columns written to the staging table, in order.
 STAGE_COLUMNS = (
@@ -36,7 +40,6 @@ STAGE_COLUMNS = (
 COUNT_ROLES = ("dead", "missing", "survivors", "victims")
 _UNKNOWN_WORDS = {"unknown", "desconocido", "desconocida", "desconhecido", "mixed", "mixed or unknown",
                   "mixed unknown", "n a", "na", "sin dato", "sin datos", "s d", "nd"}
-_GEOD = pyproj.Geod(ellps="WGS84")
 #: The two upper-case hex digits of each byte value, as one little-endian 16-bit word.
 _HEX_PAIRS = np.frombuffer("".join(f"{b:02X}" for b in range(256)).encode(), dtype="<u2")
 #: Corrections tried for a point outside its country, in order: (label es, label en, function).
@@ -210,6 +213,13 @@ def _coordinates(chunk: Chunk, ctx: Context, bad: _Collector) -> tuple[
     return lon, lat, places, shown
 
 
+@cache
+def _geod() -> pyproj.Geod:
+    import pyproj  # local: only points outside their country need geodesic distances
+
+    return pyproj.Geod(ellps="WGS84")
+
+
 def _distance_km(countries: Countries, codes: npt.NDArray[np.object_], lon: npt.NDArray[np.float64],
                  lat: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Geodesic distance (km) from each point to the nearest edge of its country's polygon."""
@@ -217,7 +227,7 @@ def _distance_km(countries: Countries, codes: npt.NDArray[np.object_], lon: npt.
     polygons = countries.geoms[[position[c] for c in codes]]
     lines = shapely.shortest_line(polygons, shapely.points(lon, lat))
     near = shapely.get_point(lines, 0)
-    _, _, metres = _GEOD.inv(lon, lat, shapely.get_x(near), shapely.get_y(near))
+    _, _, metres = _geod().inv(lon, lat, shapely.get_x(near), shapely.get_y(near))
     return np.asarray(metres, dtype="float64") / 1000.0
 
 
