@@ -145,7 +145,10 @@ class Countries:
         order = valid[np.argsort(lon[valid], kind="stable")]
         sorted_lon = lon[order]
         bounds = self.bounds
-        for i in range(len(self.geoms)):
+        y = lat[valid]
+        near = np.flatnonzero((bounds[:, 0] <= sorted_lon[-1]) & (bounds[:, 2] >= sorted_lon[0])
+                              & (bounds[:, 1] <= y.max()) & (bounds[:, 3] >= y.min()))
+        for i in near.tolist():
             lo = int(np.searchsorted(sorted_lon, bounds[i, 0], side="left"))
             hi = int(np.searchsorted(sorted_lon, bounds[i, 2], side="right"))
             found = order[lo:hi]

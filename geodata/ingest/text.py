@@ -21,7 +21,6 @@ _PLAIN_NUMBER = r"^[+-]?(?:[0-9]{1,17}\.?[0-9]{0,20}|\.[0-9]{1,20})$"
 _JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("/", "\\/"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
                  ("\b", "\\b"), ("\f", "\\f"))
 _CONTROL = "[\\x00-\\x1f]"
-_NEEDS_ESCAPE = '[\\x00-\\x1f"/\\\\]'
 
 
 def arrow(values: pd.Series) -> pa.Array:
@@ -45,6 +44,25 @@ def trimmed(values: pd.Series) -> pa.Array:
     return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text)
 
 
+def _text_bytes(values: pa.Array) -> npt.NDArray[np.uint8]:
+    """The UTF-8 bytes of all the values of a ``large_string`` array, end to end (no copy)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.type != pa.large_string():
+        values = values.cast(pa.large_string())
+    offsets_buffer, data = values.buffers()[1:3]
+    if data is None or len(values) == 0:
+        return np.empty(0, dtype=np.uint8)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[values.offset:values.offset + len(values) + 1]
+    return np.frombuffer(data, dtype=np.uint8)[int(offsets[0]):int(offsets[-1])]
+
+
+def _holds_any(values: pa.Array, characters: bytes) -> bool:
+    """Whether any value holds any of the ASCII ``characters`` (a scan of the bytes, no regex)."""
+    raw = _text_bytes(values)
+    return bool(np.isin(raw, np.frombuffer(characters, dtype=np.uint8)).any()) if len(raw) else False
+
+
 def _mask(values: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
     return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -54,11 +72,10 @@ def numbers(text: pa.Array) -> npt.NDArray[np.float64]:
 
     The same values as ``pd.to_numeric(..., errors="coerce")`` on the text with ``,`` made ``.``.
     """
-    dotted = pc.replace_substring(text, ",", ".")
+    dotted = pc.replace_substring(text, ",", ".") if _holds_any(text, b",") else text
     # Without exponents or words (inf, nan), whatever pyarrow reads as a decimal number pandas
     # reads as the same double; anything else goes through the checks below.
-    if not (pc.any(pc.match_substring(dotted, "e", ignore_case=True)).as_py()
-            or pc.any(pc.match_substring(dotted, "n", ignore_case=True)).as_py()):
+    if not _holds_any(dotted, b"eEnN"):
         try:
             values = pc.cast(dotted, pa.float64())
         except pa.ArrowInvalid:
@@ -81,9 +98,10 @@ def decimal_places(text: pa.Array) -> npt.NDArray[np.float64] | None:
 
     ``None`` when some text is not ASCII (the caller then counts in Python's characters).
     """
-    if not pc.all(pc.fill_null(pc.string_is_ascii(text), True)).as_py():
+    raw = _text_bytes(text)
+    if len(raw) and int(raw.max()) >= 0x80:
         return None
-    dotted = pc.replace_substring(text, ",", ".")
+    dotted = pc.replace_substring(text, ",", ".") if _holds_any(text, b",") else text
     dot = pc.fill_null(pc.find_substring(dotted, "."), -1).to_numpy(zero_copy_only=False).astype("float64")
     length = pc.fill_null(pc.binary_length(dotted), 0).to_numpy(zero_copy_only=False).astype("float64")
     return np.where(dot >= 0, length - dot - 1, 0.0)
@@ -92,7 +110,8 @@ def decimal_places(text: pa.Array) -> npt.NDArray[np.float64] | None:
 def _json_string(values: pa.Array) -> pa.Array:
     """Each value as a JSON string literal as ujson writes it (``null`` for nulls)."""
     text = values
-    if pc.any(pc.match_substring_regex(text, _NEEDS_ESCAPE)).as_py():
+    raw = _text_bytes(text)
+    if len(raw) and bool(((raw < 0x20) | np.isin(raw, np.frombuffer(b'"/\\', dtype=np.uint8))).any()):
         for char, escape in _JSON_ESCAPES:
             if pc.any(pc.match_substring(text, char)).as_py():
                 text = pc.replace_substring(text, char, escape)
