@@ -218,13 +218,15 @@ class Countries:
         finite = np.isfinite(lon) & np.isfinite(lat)
         position = {code: i for i, code in enumerate(self.codes)}
         bounds = self.bounds
-        for code in pd.unique(codes[finite]):
+        distinct = pd.unique(codes[finite])
+        for code in distinct:
             if code is None or code not in position:
                 continue
             i = position[code]
+            named = finite if len(distinct) == 1 else finite & (codes == code)
             # Only points inside the polygon's bounding box can be inside the polygon; a cell
             # inside one country, or touched by none, answers for all its points.
-            rows = np.flatnonzero(finite & (codes == code) & (lon >= bounds[i, 0]) & (lon <= bounds[i, 2])
+            rows = np.flatnonzero(named & (lon >= bounds[i, 0]) & (lon <= bounds[i, 2])
                                   & (lat >= bounds[i, 1]) & (lat <= bounds[i, 3]))
             cell = self._cell_countries(lon[rows], lat[rows])
             result[rows] = cell == i

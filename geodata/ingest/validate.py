@@ -487,11 +487,16 @@ def _ewkb_hex(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> pa.
 def _strings(values: npt.NDArray[np.object_] | pa.Array) -> pd.Series:
     """A pandas ``str`` column over pyarrow strings (from Python strings and ``None``)."""
     if isinstance(values, pa.Array):
-        array = values
-    elif len(values) and isinstance(values[0], str) and bool(np.all(values == values[0])):
-        array = pa.repeat(pa.scalar(values[0], pa.large_string()), len(values))  # one value: no conversion
+        return texts.series(values)
+    # Columns of few distinct values (codes, levels): convert the distinct values only.
+    index, uniques = pd.factorize(values, use_na_sentinel=True)
+    if not all(isinstance(u, str) for u in uniques):
+        return texts.series(pa.array(values, type=pa.large_string(), from_pandas=True))
+    unique_array = pa.array(list(uniques), type=pa.large_string())
+    if len(uniques) == 1 and bool((index == 0).all()):
+        array = pa.repeat(unique_array[0], len(values))
     else:
-        array = pa.array(values, type=pa.large_string(), from_pandas=True)
+        array = unique_array.take(pa.array(index, mask=index < 0))
     return texts.series(array)
 
 
@@ -519,7 +524,9 @@ def _stage_rows(frame: pd.DataFrame, ctx: Context, lon: npt.NDArray[np.float64],
     kept = pa.array(keep)
     used = {h for h in cols.roles.values()}
     # Free attributes: the columns no role uses and that hold something in this chunk.
-    extra = [c for c in frame.columns if c not in used and frame[c].notna().any()]
+    extra = [c for c in frame.columns if c not in used and (
+        texts.arrow(frame[c]).null_count < len(frame) if isinstance(frame[c], pd.Series)
+        else frame[c].notna().any())]
     attributes = _attributes(frame, extra, keep)
     record_column = cols.get("record_id")
     record_id = (texts.trimmed(frame[record_column]).filter(kept) if record_column
