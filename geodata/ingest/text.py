@@ -44,7 +44,7 @@ def trimmed(values: pd.Series) -> pa.Array:
     return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.large_string()), text)
 
 
-def _text_bytes(values: pa.Array) -> npt.NDArray[np.uint8]:
+def text_bytes(values: pa.Array) -> npt.NDArray[np.uint8]:
     """The UTF-8 bytes of all the values of a ``large_string`` array, end to end (no copy)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -59,7 +59,7 @@ def _text_bytes(values: pa.Array) -> npt.NDArray[np.uint8]:
 
 def _holds_any(values: pa.Array, characters: bytes) -> bool:
     """Whether any value holds any of the ASCII ``characters`` (a scan of the bytes, no regex)."""
-    raw = _text_bytes(values)
+    raw = text_bytes(values)
     return bool(np.isin(raw, np.frombuffer(characters, dtype=np.uint8)).any()) if len(raw) else False
 
 
@@ -98,7 +98,7 @@ def decimal_places(text: pa.Array) -> npt.NDArray[np.float64] | None:
 
     ``None`` when some text is not ASCII (the caller then counts in Python's characters).
     """
-    raw = _text_bytes(text)
+    raw = text_bytes(text)
     if len(raw) and int(raw.max()) >= 0x80:
         return None
     dotted = pc.replace_substring(text, ",", ".") if _holds_any(text, b",") else text
@@ -110,7 +110,7 @@ def decimal_places(text: pa.Array) -> npt.NDArray[np.float64] | None:
 def _json_string(values: pa.Array) -> pa.Array:
     """Each value as a JSON string literal as ujson writes it (``null`` for nulls)."""
     text = values
-    raw = _text_bytes(text)
+    raw = text_bytes(text)
     if len(raw) and bool(((raw < 0x20) | np.isin(raw, np.frombuffer(b'"/\\', dtype=np.uint8))).any()):
         for char, escape in _JSON_ESCAPES:
             if pc.any(pc.match_substring(text, char)).as_py():

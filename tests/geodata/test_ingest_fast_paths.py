@@ -82,3 +82,18 @@ def test_fast_csv_reader_gives_the_chunks_of_pandas(name: str, tmp_path: Path,
     slow = _chunks(path, monkeypatch)
     assert fast == slow
     assert sum(len(rows) for _, rows, _, _, _ in fast) == sum(len(rows) for _, rows, _, _, _ in slow)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.just(""), st.tuples(st.integers(0, 9999), st.integers(0, 99), st.integers(0, 99))
+                          .map(lambda t: f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}")), min_size=1, max_size=30))
+def test_iso_days_match_pandas_to_datetime(values: list[str]) -> None:
+    from geodata.ingest.dates import _iso_days
+
+    series = pd.Series(values, dtype="str")
+    expected = pd.to_datetime(series, format="%Y-%m-%d", errors="coerce")
+    got = _iso_days(text.arrow(series))
+    if got is None:  # left to pandas: only when no text is a real day
+        assert expected.isna().all()
+    else:
+        assert pd.Series(got).equals(expected)
