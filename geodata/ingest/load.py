@@ -219,10 +219,15 @@ class _Dedupe:
         joined = texts.series(pc.binary_join_element_wise(
             texts.arrow(rows["owner_country"]), texts.arrow(rows["dedupe_key"]),
             pa.scalar("\x1f", pa.large_string())))
-        first = ~joined.duplicated().to_numpy()
+        # Codes number the distinct keys in order of first appearance, so the distinct keys are
+        # the kept rows' keys in order, and a row is a first occurrence where its code is new.
+        codes, distinct = pd.factorize(joined, use_na_sentinel=False)
+        running = np.maximum.accumulate(codes)
+        first = np.ones(len(codes), dtype=bool)
+        first[1:] = codes[1:] > running[:-1]
         if not first.all():
             rows = rows[first]
-        hashes = pd.util.hash_array(joined.array[first])
+        hashes = pd.util.hash_array(distinct.array if isinstance(distinct, pd.Index) else distinct)
         if self.store_has_source:
             ask = np.ones(len(rows), dtype=bool)
         elif len(self.seen):
