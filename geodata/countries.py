@@ -3,27 +3,33 @@
 The key of a country is Natural Earth's ``ADM0_A3`` (equal to ISO 3166-1 alpha-3 for every
 sovereign state of the region; France is ``FRA`` and Norway ``NOR`` where ``ISO_A3`` is -99).
 Polygons are in EPSG:4326 (longitude, latitude in degrees). Point-in-country tests are
-vectorised: one prepared polygon per country is tested against all points at once.
+vectorised: a grid cell (1/16 degree) that lies inside one country, or touches none, answers
+for all its points at once; the other points are tested against the prepared polygons.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyogrio
 import shapely
 
 from geodata.errors import ConfigurationError
 from geodata.settings import Settings
 
 COUNTRIES_FILE = Path("natural_earth") / "ne_50m_admin_0_countries.geojson"
+#: Side of the grid cells (degrees) whose points are placed by one test of the cell.
+_CELL_DEG = 1 / 16
+#: Cells holding fewer points of one call are not worth classifying: their points are tested.
+_MIN_CELL_POINTS = 8
+_NO_COUNTRY = -1
+_MIXED = -2
 
 #: Spanish and Portuguese names (and common variants in source systems) that Natural Earth's
 #: English names do not cover. Keys are compared after :func:`normalise_name`.
@@ -83,6 +89,8 @@ class Countries:
     ----------
     codes
         ``ADM0_A3`` code of each polygon, in the order of ``geoms``.
+    bounds
+        Bounding box of each polygon, degrees.
     geoms
         Prepared (Multi)Polygons in EPSG:4326, longitude/latitude degrees.
     names
@@ -92,6 +100,15 @@ class Countries:
     codes: npt.NDArray[np.object_]
     geoms: npt.NDArray[np.object_]
     names: dict[str, str]
+    #: Bounding box of each polygon (min lon, min lat, max lon, max lat); computed when not given.
+    bounds: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 4)))
+    #: Grid cells already classified: cell key -> the one country whose interior holds the whole
+    #: cell, :data:`_NO_COUNTRY` when no country touches it, :data:`_MIXED` otherwise.
+    cells: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.bounds) != len(self.geoms):
+            object.__setattr__(self, "bounds", np.asarray(shapely.bounds(self.geoms), dtype=np.float64))
 
     def code_of_names(self, names: pd.Series) -> pd.Series:
         """ISO3 code of each country name or code in ``names`` (``None`` when not recognised).
@@ -111,23 +128,80 @@ class Countries:
         ``lon``/``lat`` are degrees in EPSG:4326; NaN gives ``None``.
         """
         result = np.full(len(lon), None, dtype=object)
-        valid = np.flatnonzero(np.isfinite(lon) & np.isfinite(lat))
+        cell = self._cell_countries(lon, lat)
+        whole = cell >= 0
+        result[whole] = self.codes[cell[whole]]
+        self._locate_exactly(np.flatnonzero(cell == _MIXED), lon, lat, result)
+        return result
+
+    def _locate_exactly(self, rows: npt.NDArray[np.intp], lon: npt.NDArray[np.float64],
+                        lat: npt.NDArray[np.float64], result: npt.NDArray[np.object_]) -> None:
+        """Point-in-polygon tests of ``rows`` against every country whose bounding box holds them."""
+        valid = rows[np.isfinite(lon[rows]) & np.isfinite(lat[rows])]
         if len(valid) == 0:
-            return result
+            return
         # Sort once by longitude; each country then tests only the points inside its bounding
         # box, against its prepared polygon (faster than an STRtree of points here).
         order = valid[np.argsort(lon[valid], kind="stable")]
         sorted_lon = lon[order]
-        bounds = shapely.bounds(self.geoms)
-        for i in range(len(self.geoms)):
+        bounds = self.bounds
+        y = lat[valid]
+        near = np.flatnonzero((bounds[:, 0] <= sorted_lon[-1]) & (bounds[:, 2] >= sorted_lon[0])
+                              & (bounds[:, 1] <= y.max()) & (bounds[:, 3] >= y.min()))
+        for i in near.tolist():
             lo = int(np.searchsorted(sorted_lon, bounds[i, 0], side="left"))
             hi = int(np.searchsorted(sorted_lon, bounds[i, 2], side="right"))
-            rows = order[lo:hi]
-            rows = rows[(lat[rows] >= bounds[i, 1]) & (lat[rows] <= bounds[i, 3])]
-            if len(rows):
-                inside = shapely.contains_xy(self.geoms[i], lon[rows], lat[rows])
-                result[rows[inside]] = self.codes[i]
-        return result
+            found = order[lo:hi]
+            found = found[(lat[found] >= bounds[i, 1]) & (lat[found] <= bounds[i, 3])]
+            if len(found):
+                inside = shapely.contains_xy(self.geoms[i], lon[found], lat[found])
+                result[found[inside]] = self.codes[i]
+
+    def _cell_countries(self, lon: npt.NDArray[np.float64],
+                        lat: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """Per point, the country whose interior holds the point's whole grid cell.
+
+        :data:`_NO_COUNTRY` where no country touches the cell (no point of it is in a country),
+        :data:`_MIXED` where the points need an exact test (a border or coast crosses the cell,
+        the cell holds too few points of this call to be worth classifying, or NaN). Cells are
+        closed boxes of :data:`_CELL_DEG` degrees; classifications are kept for later calls.
+        """
+        out = np.full(len(lon), _MIXED, dtype=np.int64)
+        finite = np.flatnonzero(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180)
+                                & (np.abs(lat) <= 90))
+        if len(finite) == 0:
+            return out
+        col = np.floor(lon[finite] / _CELL_DEG).astype(np.int64)
+        row = np.floor(lat[finite] / _CELL_DEG).astype(np.int64)
+        keys = (col + 4 * 180 * 16) * 100_000 + (row + 4 * 90 * 16)
+        uniques, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        classes = np.full(len(uniques), _MIXED, dtype=np.int64)
+        for j, (key, count) in enumerate(zip(uniques.tolist(), counts.tolist(), strict=True)):
+            known = self.cells.get(key)
+            if known is None and count >= _MIN_CELL_POINTS:
+                known = self._classify(key)
+                self.cells[key] = known
+            if known is not None:
+                classes[j] = known
+        out[finite] = classes[inverse]
+        return out
+
+    def _classify(self, key: int) -> int:
+        col = key // 100_000 - 4 * 180 * 16
+        row = key % 100_000 - 4 * 90 * 16
+        x0, y0 = col * _CELL_DEG, row * _CELL_DEG
+        x1, y1 = x0 + _CELL_DEG, y0 + _CELL_DEG
+        b = self.bounds
+        near = np.flatnonzero((b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0))
+        if len(near) == 0:
+            return _NO_COUNTRY
+        box = shapely.box(x0, y0, x1, y1)
+        touching = near[shapely.intersects(self.geoms[near], box)]
+        if len(touching) == 0:
+            return _NO_COUNTRY
+        if len(touching) == 1 and bool(shapely.contains_properly(self.geoms[touching[0]], box)):
+            return int(touching[0])
+        return _MIXED
 
     def contains(
         self,
@@ -143,11 +217,21 @@ class Countries:
         result = np.zeros(len(lon), dtype=bool)
         finite = np.isfinite(lon) & np.isfinite(lat)
         position = {code: i for i, code in enumerate(self.codes)}
-        for code in pd.unique(codes[finite]):
+        bounds = self.bounds
+        distinct = pd.unique(codes[finite])
+        for code in distinct:
             if code is None or code not in position:
                 continue
-            rows = np.flatnonzero(finite & (codes == code))
-            result[rows] = shapely.contains_xy(self.geoms[position[code]], lon[rows], lat[rows])
+            i = position[code]
+            named = finite if len(distinct) == 1 else finite & (codes == code)
+            # Only points inside the polygon's bounding box can be inside the polygon; a cell
+            # inside one country, or touched by none, answers for all its points.
+            rows = np.flatnonzero(named & (lon >= bounds[i, 0]) & (lon <= bounds[i, 2])
+                                  & (lat >= bounds[i, 1]) & (lat <= bounds[i, 3]))
+            cell = self._cell_countries(lon[rows], lat[rows])
+            result[rows] = cell == i
+            exact = rows[cell == _MIXED]
+            result[exact] = shapely.contains_xy(self.geoms[i], lon[exact], lat[exact])
         return result
 
 
@@ -177,17 +261,20 @@ def _load(path: Path) -> Countries:
             f"Faltan los polígonos de países {path} (Natural Earth ne_50m_admin_0_countries).",
             code="no_countries",
         )
-    frame = pyogrio.read_dataframe(
-        path, columns=["ADM0_A3", "ISO_A3", "ISO_A2", "NAME", "NAME_LONG", "ADMIN", "NAME_SORT",
-                       "NAME_ALT", "FORMAL_EN", "BRK_NAME", "SOVEREIGNT"]
-    )
-    codes = frame["ADM0_A3"].astype(str).to_numpy(dtype=object)
-    geoms = frame.geometry.to_numpy()
+    from pyogrio.raw import read  # local: only loading the polygons needs GDAL
+
+    fields = ["ADM0_A3", "ISO_A3", "ISO_A2", "NAME", "NAME_LONG", "ADMIN", "NAME_SORT", "NAME_ALT",
+              "FORMAL_EN", "BRK_NAME", "SOVEREIGNT"]
+    # pyogrio.raw.read gives plain arrays (read_dataframe would import geopandas for a GeoDataFrame).
+    meta, _, wkb, values = read(path, columns=fields)
+    frame = dict(zip([str(f) for f in meta["fields"]], values, strict=True))
+    codes = np.asarray([str(c) for c in frame["ADM0_A3"]], dtype=object)
+    geoms = shapely.from_wkb(wkb)
     shapely.prepare(geoms)
     names: dict[str, str] = {}
     for column in ["NAME_SORT", "SOVEREIGNT", "FORMAL_EN", "NAME_ALT", "BRK_NAME", "ADMIN", "NAME_LONG",
                    "NAME", "ISO_A2", "ISO_A3", "ADM0_A3"]:
-        for value, code in zip(frame[column].tolist(), codes, strict=True):
+        for value, code in zip(list(frame[column]), codes, strict=True):
             if isinstance(value, str) and value and value != "-99":
                 names[normalise_name(value)] = code
     for name, code in _EXTRA_NAMES.items():

@@ -13,6 +13,10 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from geodata.ingest import text as texts
 
 #: Month names and abbreviations in Spanish, Portuguese and English -> month number.
 MONTHS: dict[str, int] = {}
@@ -36,6 +40,8 @@ for _number, _names in enumerate(
     for _name in _names:
         MONTHS[_name] = _number
 
+#: Positions of the digits in ``YYYY-MM-DD``.
+_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]
 _SEP = r"[-/.]"
 _TIME = r"(?:[T\s]+\d{1,2}:\d{2}.*)?"
 _PATTERNS: dict[str, str] = {
@@ -86,6 +92,37 @@ def _month_numbers(names: pd.Series) -> npt.NDArray[np.float64]:
     return np.asarray(key.map(MONTHS).astype("float64").to_numpy(), dtype=np.float64)
 
 
+def _iso_days(text: pa.Array) -> npt.NDArray[np.datetime64] | None:
+    """Dates of a column whose texts are all empty or ``YYYY-MM-DD``, at least one a real day.
+
+    ``None`` for any other column.
+    The same as ``pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")`` for such a column
+    (NaT for empty texts and for days that do not exist, such as 2021-02-29), read from the bytes.
+    """
+    lengths = np.asarray(pc.binary_length(text).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if not bool(((lengths == 0) | (lengths == 10)).all()):
+        return None
+    out = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[us]")
+    grid = texts.text_bytes(text).reshape(-1, 10).astype(np.int64)
+    if len(grid) == 0:
+        return None
+    if not (bool((grid[:, [4, 7]] == ord("-")).all())
+            and bool(((grid[:, _DIGITS] >= ord("0")) & (grid[:, _DIGITS] <= ord("9"))).all())):
+        return None
+    digit = grid[:, _DIGITS] - ord("0")
+    year = digit[:, 0] * 1000 + digit[:, 1] * 100 + digit[:, 2] * 10 + digit[:, 3]
+    month = digit[:, 4] * 10 + digit[:, 5]
+    day = digit[:, 6] * 10 + digit[:, 7]
+    first = ((year - 1970) * 12 + np.clip(month, 1, 12) - 1).astype("datetime64[M]")
+    start, end = first.astype("datetime64[D]"), (first + 1).astype("datetime64[D]")
+    valid = (month >= 1) & (month <= 12) & (day >= 1) & (day <= (end - start).astype(np.int64))
+    if not valid.any():
+        return None  # pandas gives such a column another unit (seconds): let it read it
+    rows = np.flatnonzero(lengths == 10)[valid]
+    out[rows] = (start[valid] + (day[valid] - 1)).astype("datetime64[us]")
+    return out
+
+
 def parse_dates(
     text: pd.Series,
     *,
@@ -113,7 +150,9 @@ def parse_dates(
     precision = np.full(n, None, dtype=object)
     ambiguous = np.zeros(n, dtype=bool)
 
-    iso = pd.to_datetime(clean, format="%Y-%m-%d", errors="coerce")
+    fixed = _iso_days(texts.arrow(clean))
+    iso = (pd.Series(fixed, index=clean.index) if fixed is not None
+           else pd.to_datetime(clean, format="%Y-%m-%d", errors="coerce"))
     fast = iso.notna().to_numpy()
     if fast.any():
         y[fast] = iso.dt.year.to_numpy()[fast]

@@ -35,6 +35,7 @@ import numpy.typing as npt
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from psycopg import sql
@@ -43,6 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 from geodata.countries import load_countries
 from geodata.db import Scope, scoped
 from geodata.errors import InputError, Problem, RutasError
+from geodata.ingest import text as texts
 from geodata.ingest.columns import read_mapping, recognise
 from geodata.ingest.readers import Source, open_source, scan_file
 from geodata.ingest.validate import STAGE_COLUMNS, Context, check_chunk
@@ -229,10 +231,18 @@ class _Dedupe:
 
     def screen(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
         """Rows without in-chunk repeats, and which of them to look up among earlier chunks."""
-        joined = rows["owner_country"].astype(object) + "\x1f" + rows["dedupe_key"].astype(object)
-        first = ~joined.duplicated().to_numpy()
-        rows = rows[first]
-        hashes = pd.util.hash_array(joined.to_numpy(dtype=object)[first])
+        joined = texts.series(pc.binary_join_element_wise(
+            texts.arrow(rows["owner_country"]), texts.arrow(rows["dedupe_key"]),
+            pa.scalar("\x1f", pa.large_string())))
+        # Codes number the distinct keys in order of first appearance, so the distinct keys are
+        # the kept rows' keys in order, and a row is a first occurrence where its code is new.
+        codes, distinct = pd.factorize(joined, use_na_sentinel=False)
+        running = np.maximum.accumulate(codes)
+        first = np.ones(len(codes), dtype=bool)
+        first[1:] = codes[1:] > running[:-1]
+        if not first.all():
+            rows = rows[first]
+        hashes = pd.util.hash_array(distinct.array if isinstance(distinct, pd.Index) else distinct)
         if len(self.seen):
             at = np.clip(np.searchsorted(self.seen, hashes), 0, len(self.seen) - 1)
             earlier = self.seen[at] == hashes

@@ -19,19 +19,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyogrio
-import pyproj
+import pyarrow.csv as pa_csv
 import shapely
 
 from geodata.errors import InputError
 from geodata.ingest.columns import ROLES, Mapping, normalise_header
+
+if TYPE_CHECKING:
+    import pyproj
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 EXCEL_SUFFIXES = (".xlsx", ".xlsm")
@@ -183,17 +185,47 @@ def _open_csv(path: Path, encoding: str, chunk_rows: int) -> Source:
         raise _bad_file(name, f"cannot be read as CSV ({exc}).",
                         f"no se puede leer como CSV ({exc}).") from exc
 
+    fast_handle: list[IO[bytes]] = []
+
+    def position() -> int:
+        handle = fast_handle[0] if fast_handle else raw
+        return 0 if handle.closed else handle.tell()
+
     def chunks() -> Iterator[Chunk]:
-        first = 1
         try:
+            yield from read(path.open("rb"))
+        finally:
+            raw.close()
+
+    def read(fast: IO[bytes]) -> Iterator[Chunk]:
+        first = 1
+        fast_chunks = 0
+        fast_handle.append(fast)
+        try:
+            # pyarrow's parser first; at the first row it would not read as pandas does (a row
+            # of another width, a blank line of spaces, a parse or decoding error) the file goes
+            # on through pandas from the chunk the fast path had not finished.
+            for frame in _arrow_frames(fast, encoding, delimiter, headers, chunk_rows):
+                yield Chunk(frame=frame, rows=_numbers(first, len(frame)))
+                first += len(frame)
+                fast_chunks += 1
+            return
+        except _NotPlainError:
+            first = 1
+        finally:
+            fast.close()
+            fast_handle.clear()
+        try:
+            skip = fast_chunks
             while True:
                 # Rows with more fields than the header are skipped by the parser with a warning;
                 # they become problems of the chunk, and the row numbers step over them.
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", pd.errors.ParserWarning)
-                    frame = next(reader, None)
-                if frame is None:
+                    parsed: pd.DataFrame | None = next(reader, None)
+                if parsed is None:
                     break
+                frame = parsed
                 skipped = tuple(
                     (int(m.group(1)) - 1, m.group(2).strip())
                     for w in caught if (m := re.search(r"Skipping line (\d+): (.*)", str(w.message)))
@@ -202,7 +234,10 @@ def _open_csv(path: Path, encoding: str, chunk_rows: int) -> Source:
                 numbers = _numbers(first, len(frame) + len(skipped))
                 if skipped:
                     numbers = numbers[~np.isin(numbers, [row for row, _ in skipped])][:len(frame)]
-                yield Chunk(frame=frame.reset_index(drop=True), rows=numbers, skipped=skipped)
+                if skip:
+                    skip -= 1  # already given by the fast path
+                else:
+                    yield Chunk(frame=frame.reset_index(drop=True), rows=numbers, skipped=skipped)
                 first += len(frame) + len(skipped)
         except pd.errors.ParserError as exc:
             raise _bad_file(
@@ -217,12 +252,81 @@ def _open_csv(path: Path, encoding: str, chunk_rows: int) -> Source:
                 name, f"mixes text encodings near data row {first}; save it as UTF-8.",
                 f"mezcla codificaciones de texto cerca de la fila {first}; guárdelo como UTF-8.",
             ) from exc
-        finally:
-            raw.close()
 
     return Source(name=name, headers=headers, has_geometry=False, chunks=chunks(),
-                  size_bytes=path.stat().st_size, position=_tell(raw), encoding=encoding,
+                  size_bytes=path.stat().st_size, position=position, encoding=encoding,
                   delimiter=delimiter)
+
+
+class _NotPlainError(Exception):
+    """The fast CSV path met a row it does not read as pandas does."""
+
+
+def _arrow_frames(handle: IO[bytes], encoding: str, delimiter: str, headers: list[str],
+                  chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Frames of exactly ``chunk_rows`` data rows (the last may be shorter) read by pyarrow.
+
+    Every cell is text, null where empty (quoted or not), as pandas reads it with
+    ``dtype=str, na_values=[""]``. Raises :class:`_NotPlainError` before giving a frame that holds
+    or follows a row pandas would read otherwise.
+    """
+    width = len(headers)
+    odd: list[int] = []
+
+    def invalid(row: Any) -> str:
+        odd.append(1)
+        return "skip"
+
+    try:
+        reader = pa_csv.open_csv(
+            handle,
+            # One thread: on a shared machine the parser's threads cost more CPU than they save.
+            read_options=pa_csv.ReadOptions(encoding=encoding, autogenerate_column_names=True,
+                                            block_size=1 << 22, use_threads=False),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, quote_char='"', double_quote=True,
+                                              escape_char=False, newlines_in_values=True,
+                                              ignore_empty_lines=True, invalid_row_handler=invalid),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={f"f{i}": pa.large_string() for i in range(width)}, null_values=[""],
+                strings_can_be_null=True, quoted_strings_can_be_null=True),
+        )
+        if reader.schema.names != [f"f{i}" for i in range(width)]:
+            raise _NotPlainError
+        pending: list[pa.RecordBatch] = []
+        count = 0
+        header_seen = given = False
+        for batch in reader:
+            if odd:
+                raise _NotPlainError
+            if not header_seen:
+                if batch.num_rows == 0:
+                    continue
+                first_row = [v if v is not None else "" for v in batch.slice(0, 1).to_pylist()[0].values()]
+                if [str(v).strip() for v in first_row] != headers:
+                    raise _NotPlainError
+                batch = batch.slice(1)
+                header_seen = True
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= chunk_rows:
+                table = pa.Table.from_batches(pending, schema=reader.schema)
+                yield _text_frame(table.slice(0, chunk_rows), headers)
+                given = True
+                rest = table.slice(chunk_rows)
+                pending, count = rest.to_batches(), rest.num_rows
+        if odd:
+            raise _NotPlainError
+        if count or not given:  # pandas gives one empty frame for a file of only a header
+            yield _text_frame(pa.Table.from_batches(pending, schema=reader.schema), headers)
+    except (pa.ArrowException, UnicodeDecodeError, ValueError) as exc:
+        raise _NotPlainError from exc
+
+
+def _text_frame(table: pa.Table, headers: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({i: pd.array(column.combine_chunks(), dtype="str")
+                          for i, column in enumerate(table.columns)})
+    frame.columns = pd.Index(headers)
+    return frame
 
 
 def _numbers(first: int, count: int) -> npt.NDArray[np.int64]:
@@ -358,6 +462,8 @@ def _gdal_path(path: Path, max_bytes: int) -> str:
 
 
 def _open_geo(path: Path, chunk_rows: int, max_bytes: int) -> Source:
+    import pyogrio  # local: only the GDAL formats need it (it also loads geopandas)
+
     name = path.name
     gdal_path = _gdal_path(path, max_bytes)
     options = _open_options(path)
@@ -436,6 +542,8 @@ def _gdal_message(exc: Exception) -> str:
 def _to_wgs84(crs: str | None) -> pyproj.Transformer | None:
     if not crs:
         return None
+    import pyproj  # local: only layers in another CRS need it
+
     source = pyproj.CRS.from_user_input(crs)
     if source.equals(pyproj.CRS.from_epsg(4326), ignore_axis_order=True):
         return None

@@ -10,18 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyproj
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from geodata.countries import Countries
 from geodata.errors import Problem
+from geodata.ingest import text as texts
 from geodata.ingest.columns import ColumnMap
 from geodata.ingest.dates import ParsedDates, parse_dates
 from geodata.ingest.readers import Chunk
+
+if TYPE_CHECKING:
+    import pyproj
 
 #: Columns written to the staging table, in order.
 STAGE_COLUMNS = (
@@ -33,7 +40,8 @@ STAGE_COLUMNS = (
 COUNT_ROLES = ("dead", "missing", "survivors", "victims")
 _UNKNOWN_WORDS = {"unknown", "desconocido", "desconocida", "desconhecido", "mixed", "mixed or unknown",
                   "mixed unknown", "n a", "na", "sin dato", "sin datos", "s d", "nd"}
-_GEOD = pyproj.Geod(ellps="WGS84")
+#: The two upper-case hex digits of each byte value, as one little-endian 16-bit word.
+_HEX_PAIRS = np.frombuffer("".join(f"{b:02X}" for b in range(256)).encode(), dtype="<u2")
 #: Corrections tried for a point outside its country, in order: (label es, label en, function).
 _Change = Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]],
                    tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
@@ -93,7 +101,8 @@ class _Collector:
         if len(hit) == 0:
             return
         self.bad[hit] = True
-        shown = np.asarray(values, dtype=object)[hit]
+        shown = (values.iloc[hit].to_numpy(dtype=object) if isinstance(values, pd.Series)
+                 else np.asarray(values, dtype=object)[hit])
         self.problems.extend(
             Problem(file=self.ctx.file, row=int(self.rows[i]), field=field,
                     value="" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v),
@@ -105,18 +114,19 @@ class _Collector:
 def _text(frame: pd.DataFrame, column: str | None) -> pd.Series:
     if column is None:
         return pd.Series(pd.NA, index=frame.index, dtype="str")
-    text: pd.Series = frame[column].astype("str").str.strip()
-    return text.where(text != "")
+    return texts.series(texts.trimmed(frame[column]), frame.index)
 
 
-def _number(text: pd.Series) -> npt.NDArray[np.float64]:
-    return pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce").to_numpy(
-        dtype="float64", na_value=np.nan, copy=True)
+def _number(values: pd.Series) -> npt.NDArray[np.float64]:
+    return texts.numbers(texts.arrow(values))
 
 
-def _decimals(text: pd.Series) -> npt.NDArray[np.float64]:
-    dot = text.str.replace(",", ".", regex=False).str.find(".")
-    length = text.str.len()
+def _decimals(values: pd.Series) -> npt.NDArray[np.float64]:
+    fast = texts.decimal_places(texts.arrow(values))
+    if fast is not None:
+        return fast
+    dot = values.str.replace(",", ".", regex=False).str.find(".")
+    length = values.str.len()
     places = np.where(dot.to_numpy(dtype="float64", na_value=-1) >= 0,
                       length.to_numpy(dtype="float64", na_value=0)
                       - dot.to_numpy(dtype="float64", na_value=0) - 1,
@@ -173,14 +183,21 @@ def _coordinates(chunk: Chunk, ctx: Context, bad: _Collector) -> tuple[
         lat_text, lon_text = parts[0], parts[1]
     else:
         lat_text, lon_text = _text(frame, cols.get("lat")), _text(frame, cols.get("lon"))
-        text = lat_text.fillna("").str.cat(lon_text.fillna(""), sep=", ").where(
-            lat_text.notna() | lon_text.notna(), pd.NA)
+        lat_arrow, lon_arrow = texts.arrow(lat_text), texts.arrow(lon_text)
+        empty = pa.scalar("", pa.large_string())
+        joined = pc.binary_join_element_wise(pc.fill_null(lat_arrow, empty), pc.fill_null(lon_arrow, empty),
+                                             pa.scalar(", ", pa.large_string()))
+        either = pc.or_(pc.is_valid(lat_arrow), pc.is_valid(lon_arrow))
+        text = texts.series(pc.if_else(either, joined, pa.scalar(None, pa.large_string())), frame.index)
         field_name = f"{cols.get('lat')}/{cols.get('lon')}"
     use = from_columns
     lat_c, lon_c = _number(lat_text), _number(lon_text)
     lat[use], lon[use] = lat_c[use], lon_c[use]
     places[use] = np.minimum(_decimals(lat_text), _decimals(lon_text))[use]
-    shown[use] = text.fillna("").to_numpy()[use]
+    if use.all():
+        shown = texts.series(pc.fill_null(texts.arrow(text), pa.scalar("", pa.large_string())), frame.index)
+    else:
+        shown[use] = text.fillna("").to_numpy()[use]
     missing = use & text.isna().to_numpy()
     bad.add(missing, field_name, shown,
             "The coordinates are missing. Add latitude and longitude in decimal degrees (e.g. 19.43, "
@@ -196,6 +213,13 @@ def _coordinates(chunk: Chunk, ctx: Context, bad: _Collector) -> tuple[
     return lon, lat, places, shown
 
 
+@cache
+def _geod() -> pyproj.Geod:
+    import pyproj  # local: only points outside their country need geodesic distances
+
+    return pyproj.Geod(ellps="WGS84")
+
+
 def _distance_km(countries: Countries, codes: npt.NDArray[np.object_], lon: npt.NDArray[np.float64],
                  lat: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Geodesic distance (km) from each point to the nearest edge of its country's polygon."""
@@ -203,7 +227,7 @@ def _distance_km(countries: Countries, codes: npt.NDArray[np.object_], lon: npt.
     polygons = countries.geoms[[position[c] for c in codes]]
     lines = shapely.shortest_line(polygons, shapely.points(lon, lat))
     near = shapely.get_point(lines, 0)
-    _, _, metres = _GEOD.inv(lon, lat, shapely.get_x(near), shapely.get_y(near))
+    _, _, metres = _geod().inv(lon, lat, shapely.get_x(near), shapely.get_y(near))
     return np.asarray(metres, dtype="float64") / 1000.0
 
 
@@ -227,8 +251,11 @@ def _place(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64], named: np
     expected[by_owner] = fallback
     nowhere = (located == None) | (located == "ATA")  # noqa: E711
     check = finite & pd.notna(expected)
-    inside = np.zeros(n, dtype=bool)
-    inside[check] = countries.contains(expected[check], lon[check], lat[check])
+    # A point located in the expected country is inside it (codes are unique); only the others
+    # are tested against the expected country's polygon.
+    inside = check & (located == expected)
+    test = check & ~inside
+    inside[test] = countries.contains(expected[test], lon[test], lat[test])
     outside = np.flatnonzero(check & ~inside & ~((lon == 0) & (lat == 0)))
     km = np.full(n, np.nan)
 
@@ -429,7 +456,7 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
             code="bad_row"))
     bad.problems.sort(key=lambda p: p.row or 0)
     keep = ~bad.bad
-    rows = _stage_rows(frame[keep], ctx, lon[keep], lat[keep], places[keep], dates, keep, location[keep],
+    rows = _stage_rows(frame, ctx, lon[keep], lat[keep], places[keep], dates, keep, location[keep],
                        owner[keep], fix_text[keep], {k: v[keep] for k, v in counts.items()},
                        chunk.rows[keep], _crime_type(frame, ctx)[keep], _nationalities(frame, ctx)[keep])
     ambiguous = chunk.rows[dates.ambiguous & keep].tolist() if not cols.date_order_given else []
@@ -440,21 +467,49 @@ def check_chunk(chunk: Chunk, ctx: Context) -> Checked:
 
 def _integers(values: npt.NDArray[np.float64]) -> pd.Series:
     """Whole numbers with NA where unknown (never 0 for unknown)."""
-    return pd.Series(values).round().astype("Int64")
+    unknown = np.isnan(values)
+    whole = np.where(unknown, 0, np.round(values)).astype("int64")
+    return pd.Series(pd.arrays.IntegerArray(whole, unknown))
 
 
-def _ewkb_hex(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> npt.NDArray[np.str_]:
+def _ewkb_hex(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> pa.Array:
     """Hex EWKB of points with SRID 4326, built with numpy (no geometry objects)."""
     n = len(lon)
     raw = np.empty((n, 25), dtype=np.uint8)
     raw[:, :9] = np.frombuffer(bytes.fromhex("0101000020E6100000"), dtype=np.uint8)
     raw[:, 9:17] = np.ascontiguousarray(lon, dtype="<f8").view(np.uint8).reshape(n, 8)
     raw[:, 17:25] = np.ascontiguousarray(lat, dtype="<f8").view(np.uint8).reshape(n, 8)
-    digits = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
-    out = np.empty((n, 50), dtype=np.uint8)
-    out[:, 0::2] = digits[raw >> 4]
-    out[:, 1::2] = digits[raw & 0x0F]
-    return out.view("S50").ravel().astype(str)
+    out = np.ascontiguousarray(_HEX_PAIRS[raw]).view(np.uint8)
+    offsets = np.arange(0, 50 * n + 1, 50, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
+
+
+def _strings(values: npt.NDArray[np.object_] | pa.Array) -> pd.Series:
+    """A pandas ``str`` column over pyarrow strings (from Python strings and ``None``)."""
+    if isinstance(values, pa.Array):
+        return texts.series(values)
+    # Columns of few distinct values (codes, levels): convert the distinct values only.
+    index, uniques = pd.factorize(values, use_na_sentinel=True)
+    if not all(isinstance(u, str) for u in uniques):
+        return texts.series(pa.array(values, type=pa.large_string(), from_pandas=True))
+    unique_array = pa.array(list(uniques), type=pa.large_string())
+    if len(uniques) == 1 and bool((index == 0).all()):
+        array = pa.repeat(unique_array[0], len(values))
+    else:
+        array = unique_array.take(pa.array(index, mask=index < 0))
+    return texts.series(array)
+
+
+def _attributes(frame: pd.DataFrame, extra: list[str], keep: npt.NDArray[np.bool_]) -> pd.Series:
+    """The free attributes of the kept rows as JSON objects (``{}`` when there are none)."""
+    rows = int(keep.sum())
+    if not extra:
+        return _strings(texts.json_objects({}, rows))
+    if len(set(extra)) < len(extra) or not all(isinstance(frame[c].dtype, pd.StringDtype) for c in extra):
+        attributes = frame[keep][extra].to_json(orient="records", lines=True, force_ascii=False).splitlines()
+        return _strings(np.asarray(attributes, dtype=object))
+    mask = pa.array(keep)
+    return _strings(texts.json_objects({c: texts.arrow(frame[c]).filter(mask) for c in extra}, rows))
 
 
 def _stage_rows(frame: pd.DataFrame, ctx: Context, lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64],
@@ -463,55 +518,73 @@ def _stage_rows(frame: pd.DataFrame, ctx: Context, lon: npt.NDArray[np.float64],
                 fix_text: npt.NDArray[np.object_], counts: dict[str, npt.NDArray[np.float64]],
                 rows: npt.NDArray[np.int64], crime: npt.NDArray[np.object_],
                 nationalities: npt.NDArray[np.object_]) -> pd.DataFrame:
+    """The kept rows in the columns of :data:`STAGE_COLUMNS` (``frame`` holds every row of the chunk)."""
     cols = ctx.columns
+    n = len(lon)
+    kept = pa.array(keep)
     used = {h for h in cols.roles.values()}
     # Free attributes: the columns no role uses and that hold something in this chunk.
-    extra = [c for c in frame.columns if c not in used and frame[c].notna().any()]
-    if extra:
-        attributes = frame[extra].to_json(orient="records", lines=True, force_ascii=False).splitlines()
-    else:
-        attributes = ["{}"] * len(frame)
-    record_id = _text(frame, cols.get("record_id")) if cols.get("record_id") else pd.Series(
-        pd.NA, index=frame.index, dtype="str")
+    extra = [c for c in frame.columns if c not in used and (
+        texts.arrow(frame[c]).null_count < len(frame) if isinstance(frame[c], pd.Series)
+        else frame[c].notna().any())]
+    attributes = _attributes(frame, extra, keep)
+    record_column = cols.get("record_id")
+    record_id = (texts.trimmed(frame[record_column]).filter(kept) if record_column
+                 else pa.nulls(n, pa.large_string()))
     occurred = dates.occurred_at[keep]
     # Precision of the coordinates from their decimal places (1 degree of latitude ~ 111.32 km).
     precision_m = np.where(np.isfinite(places), 111_320.0 / np.power(10.0, np.nan_to_num(places)), np.nan)
     if cols.get("precision_m"):
-        given = _number(_text(frame, cols.get("precision_m")))
+        given = texts.numbers(texts.trimmed(frame[cols.get("precision_m")]).filter(kept))
         precision_m = np.where(np.isfinite(given), given, precision_m)
-    key_frame = pd.DataFrame({
-        "t": occurred.to_numpy(dtype="datetime64[us]").astype("int64"),
-        "p": dates.precision[keep].astype(str),
-        "x": np.round(lon, 6), "y": np.round(lat, 6),
-        "k": ctx.kind,
-        **{role: counts[role] for role in COUNT_ROLES},
-        "n": pd.Series(nationalities, dtype=object).fillna("").astype(str).to_numpy(),
-    })
-    h1 = pd.util.hash_pandas_object(key_frame, index=False).to_numpy()
-    h2 = pd.util.hash_pandas_object(key_frame, index=False, hash_key="rutas-dedupe-v1!").to_numpy()
-    hashed = "h:" + pd.Series(h1.astype(str)) + "-" + pd.Series(h2.astype(str))
-    ids = record_id.reset_index(drop=True)
-    dedupe = ("id:" + ids).where(ids.notna(), hashed)
+    has_id = np.asarray(record_id.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    dedupe = pc.binary_join_element_wise(pa.scalar("id:", pa.large_string()), record_id,
+                                         pa.scalar("", pa.large_string()))
+    if not has_id.all():
+        # Rows without a record id are keyed by a hash of their content (row by row, so only
+        # the rows that need it are hashed).
+        hashless = ~has_id
+        key_frame = pd.DataFrame({
+            "t": occurred.to_numpy(dtype="datetime64[us]").astype("int64")[hashless],
+            "p": dates.precision[keep][hashless].astype(str),
+            "x": np.round(lon[hashless], 6), "y": np.round(lat[hashless], 6),
+            "k": ctx.kind,
+            **{role: counts[role][hashless] for role in COUNT_ROLES},
+            "n": pd.Series(nationalities[hashless], dtype=object).fillna("").astype(str).to_numpy(),
+        })
+        h1 = pd.util.hash_pandas_object(key_frame, index=False).to_numpy()
+        h2 = pd.util.hash_pandas_object(key_frame, index=False, hash_key="rutas-dedupe-v1!").to_numpy()
+        hashed = np.full(n, None, dtype=object)
+        hashed[hashless] = ("h:" + pd.Series(h1.astype(str)) + "-" + pd.Series(h2.astype(str))).to_numpy(
+            dtype=object)
+        dedupe = pc.coalesce(dedupe, pa.array(hashed, type=pa.large_string()))
+    seconds = occurred.to_numpy(dtype="datetime64[s]")
+    if np.all(seconds.astype("int64") % 86_400 == 0):  # dates start their day: format the day only
+        days = pa.array(seconds.astype("datetime64[D]"), type=pa.date32()).cast(pa.large_string())
+        occurred_at = pc.binary_join_element_wise(days, pa.scalar("T00:00:00Z", pa.large_string()),
+                                                  pa.scalar("", pa.large_string()))
+    else:
+        occurred_at = pa.array(np.datetime_as_string(seconds, unit="s", timezone="UTC"),
+                               type=pa.large_string())
     return pd.DataFrame({
-        "kind": ctx.kind,
-        "crime_type": crime,
-        "occurred_at": np.datetime_as_string(occurred.to_numpy(dtype="datetime64[us]"), unit="s",
-                                             timezone="UTC"),
-        "occurred_text": dates.text[keep].to_numpy(),
-        "date_precision": dates.precision[keep],
-        "owner_country": owner,
-        "location_country": location,
-        "geom": _ewkb_hex(lon, lat),
+        "kind": _strings(pa.repeat(pa.scalar(ctx.kind, pa.large_string()), n)),
+        "crime_type": _strings(crime),
+        "occurred_at": _strings(occurred_at),
+        "occurred_text": _strings(texts.arrow(dates.text).filter(kept)),
+        "date_precision": _strings(dates.precision[keep]),
+        "owner_country": _strings(owner),
+        "location_country": _strings(location),
+        "geom": _strings(_ewkb_hex(lon, lat)),
         "coord_precision_m": precision_m,
         "coordinate_fix": fix_text,
         "dead": _integers(counts["dead"]),
         "missing": _integers(counts["missing"]),
         "survivors": _integers(counts["survivors"]),
         "victims": _integers(counts["victims"]),
-        "nationalities": nationalities,
+        "nationalities": _strings(nationalities),
         "attributes": attributes,
-        "source": ctx.source,
-        "source_record_id": ids.astype(object).where(ids.notna(), None).to_numpy(),
-        "dedupe_key": dedupe.to_numpy(dtype=object),
+        "source": _strings(pa.repeat(pa.scalar(ctx.source, pa.large_string()), n)),
+        "source_record_id": _strings(record_id),
+        "dedupe_key": _strings(dedupe),
         "source_row": rows,
     })
