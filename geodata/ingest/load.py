@@ -256,23 +256,23 @@ class _Dedupe:
 
     def drop_stored(self, cursor: Any, rows: pd.DataFrame, earlier: npt.NDArray[np.bool_]) -> pd.DataFrame:
         """The rows whose key is neither in the store nor in the batch's earlier chunks."""
-        lookups: list[tuple[sql.Composable, npt.NDArray[np.bool_]]] = []
+        everything = np.ones(len(rows), dtype=bool)
+        # (table, rows to look up in it, whether it is the bulk batch's own table without indexes)
+        lookups: list[tuple[str, npt.NDArray[np.bool_], bool]] = []
         if self.table is None:
-            ask = np.ones(len(rows), dtype=bool) if self.store_has_source else earlier
-            lookups.append((sql.Identifier("events"), ask))
+            lookups.append(("events", everything if self.store_has_source else earlier, False))
         else:
             if self.store_has_source:
-                lookups.append((sql.Identifier("events"), np.ones(len(rows), dtype=bool)))
-            lookups.append((sql.Identifier(self.table), earlier))
+                lookups.append(("events", everything, False))
+            lookups.append((self.table, earlier, True))
         keep = np.ones(len(rows), dtype=bool)
-        for table, ask in lookups:
+        for table, ask, bulk in lookups:
             if not ask.any():
                 continue
             asked = rows[ask]
-            bulk = self.table is not None and table == sql.Identifier(self.table)
             if bulk:
                 cursor.execute(_NO_NESTED_LOOP, ("off",))
-            cursor.execute(_EXISTING.format(table=table), (
+            cursor.execute(_EXISTING.format(table=sql.Identifier(table)), (
                 asked["owner_country"].tolist(), asked["dedupe_key"].tolist(), self.source))
             found = cursor.fetchall()
             if bulk:
