@@ -23,9 +23,13 @@ here):
 
 Each tool runs in its own process so that its peak memory (max RSS) is its own; beside wall-clock
 seconds the table gives the CPU seconds of the tool's processes and of its server backends,
-steadier than wall-clock time on a shared machine. Run::
+steadier than wall-clock time on a shared machine. Each tool runs ``--repeat`` times (3 unless
+told), from the same starting point each time (its tables emptied or dropped first), and the
+table shows its median run and the fastest and slowest times: a first run pays for a cold
+server and a freshly written file, which the others do not. Run::
 
-    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--skip-slow] [--anatomy] [--anatomy-only]
+    .venv/bin/python scripts/bench_ingest.py [--rows 1000000] [--repeat 3] [--skip-slow] [--anatomy]
+        [--anatomy-only]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -311,10 +316,24 @@ def run(label: str, argv: list[str], env: dict[str, str], postmaster_pid: int | 
             "server_cpu": server_cpu_seconds(postmaster_pid) - server_before}
 
 
+def median_run(label: str, argv: list[str], env: dict[str, str], postmaster_pid: int | None,
+               repeat: int, reset: Callable[[], None] | None = None) -> dict[str, float | str]:
+    """:func:`run` ``repeat`` times, ``reset`` before each; the median run, with the fastest and slowest."""
+    runs = []
+    for _ in range(repeat):
+        if reset is not None:
+            reset()
+        runs.append(run(label, argv, env, postmaster_pid))
+    runs.sort(key=lambda r: float(r["seconds"]))
+    fastest, slowest = float(runs[0]["seconds"]), float(runs[-1]["seconds"])
+    return {**runs[len(runs) // 2], "fastest": fastest, "slowest": slowest}
+
+
 def main() -> None:
     """Run the benchmark and print the figures side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per tool (the median is shown)")
     parser.add_argument("--skip-slow", action="store_true", help="skip to_postgis and ogr2ogr")
     parser.add_argument("--anatomy", action="store_true",
                         help="also time raw COPY into events with each index/constraint/trigger dropped")
@@ -340,19 +359,39 @@ def main() -> None:
         size_mb = csv_path.stat().st_size / 1e6
         print(f"{args.rows:,} rows, {size_mb:.0f} MB of CSV; database {name}", flush=True)
 
+        def execute(*statements: str) -> Callable[[], None]:
+            def reset() -> None:
+                with engine.begin() as conn:
+                    for statement in statements:
+                        conn.execute(sa.text(statement))
+            return reset
+
+        def empty_store() -> None:
+            """An empty ``events``, without the partitions earlier bulk loads attached."""
+            with engine.begin() as conn:
+                conn.execute(sa.text("TRUNCATE events, ingest_batches RESTART IDENTITY CASCADE"))
+                parts = conn.execute(sa.text(
+                    "SELECT inhrelid::regclass::text FROM pg_inherits "
+                    "WHERE inhparent = 'events'::regclass AND inhrelid <> 'events_shared'::regclass"
+                )).scalars()
+                for part in list(parts):
+                    conn.execute(sa.text(f"DROP TABLE {part}"))
+
         lookups: list[tuple[str, float]] = []
         if not args.anatomy_only:
-            rutas = run("rutas ingest", ["python", "scripts.cli", "ingest", str(csv_path), "--kind",
-                                         "incident", "--country", "MEX", "--source", "bench", "--json"],
-                        env, pid)
+            rutas = median_run("rutas ingest", [
+                "python", "scripts.cli", "ingest", str(csv_path), "--kind", "incident", "--country", "MEX",
+                "--source", "bench", "--json"], env, pid, args.repeat, empty_store)
             report = json.loads(str(rutas["stdout"]).splitlines()[-1])
             assert report["accepted"] == args.rows, report
             results.append(rutas)
-            lookups = batch_lookups(engine, int(report["batch_id"]), args.rows)
+            with engine.connect() as conn:  # the last run's batch, which is the one stored
+                last_batch = int(conn.execute(sa.text("SELECT max(id) FROM ingest_batches")).scalar_one())
+            lookups = batch_lookups(engine, last_batch, args.rows)
 
+        # The same starting point as rutas ingest had: an empty events table.
+        empty_store()
         with engine.begin() as conn:
-            # The same starting point as rutas ingest had: an empty events table.
-            conn.execute(sa.text("TRUNCATE events, ingest_batches RESTART IDENTITY CASCADE"))
             batch = conn.execute(sa.text(
                 "INSERT INTO ingest_batches (file_name, sha256, kind, source, loaded_by) "
                 "VALUES ('raw', '', 'incident', 'raw-copy', 'bench') RETURNING id")).scalar_one()
@@ -361,13 +400,15 @@ def main() -> None:
         script = work / "raw_copy.py"
         script.write_text(RAW_COPY_SCRIPT)
         if not args.anatomy_only:
-            results.append(run("raw COPY into events", ["python", str(script), plain_url, str(copy_input),
-                                                        "events"], env, pid))
+            results.append(median_run("raw COPY into events", [
+                "python", str(script), plain_url, str(copy_input), "events"], env, pid, args.repeat,
+                execute("TRUNCATE events CASCADE")))
             with engine.begin() as conn:
                 conn.execute(sa.text(
                     "CREATE TABLE events_bare (LIKE events INCLUDING DEFAULTS INCLUDING IDENTITY)"))
-            results.append(run("raw COPY, table w/o indexes", ["python", str(script), plain_url,
-                                                               str(copy_input), "events_bare"], env, pid))
+            results.append(median_run("raw COPY, table w/o indexes", [
+                "python", str(script), plain_url, str(copy_input), "events_bare"], env, pid, args.repeat,
+                execute("TRUNCATE events_bare")))
             with engine.begin() as conn:
                 bulk_batch = int(conn.execute(sa.text(
                     "INSERT INTO ingest_batches (file_name, sha256, kind, source, loaded_by) "
@@ -376,8 +417,11 @@ def main() -> None:
             make_copy_input(csv_path, bulk_input, bulk_batch, source="raw-bulk")
             bulk_script = work / "raw_bulk.py"
             bulk_script.write_text(RAW_BULK_SCRIPT)
-            results.append(run("raw COPY, new part + attach", ["python", str(bulk_script), plain_url,
-                                                               str(bulk_input), str(bulk_batch)], env, pid))
+            # Each run attaches a new partition, as a first load of the source does.
+            results.append(median_run("raw COPY, new part + attach", [
+                "python", str(bulk_script), plain_url, str(bulk_input), str(bulk_batch)], env, pid,
+                args.repeat, execute(f"DROP TABLE IF EXISTS events_batch_{bulk_batch}",
+                                     f"DELETE FROM event_sources WHERE storage_part = {bulk_batch}")))
             bulk_input.unlink()
         anatomy: list[tuple[str, float, float]] = []
         indexed: dict[str, int] = {}
@@ -394,33 +438,38 @@ def main() -> None:
         if not args.anatomy_only:
             script = work / "check_only.py"
             script.write_text(CHECK_ONLY_SCRIPT)
-            results.append(run("rutas read+check, no DB", ["python", str(script), str(csv_path)], env, pid))
+            results.append(median_run("rutas read+check, no DB", ["python", str(script), str(csv_path)], env,
+                                      pid, args.repeat))
 
         if not args.skip_slow and not args.anatomy_only:
             script = work / "to_postgis.py"
             script.write_text(TO_POSTGIS_SCRIPT)
-            results.append(run("GeoDataFrame.to_postgis", ["python", str(script), url, str(csv_path),
-                                                           "bench_to_postgis", "replace"], env, pid))
+            results.append(median_run("GeoDataFrame.to_postgis", [
+                "python", str(script), url, str(csv_path), "bench_to_postgis", "replace"], env, pid,
+                args.repeat, execute("DROP TABLE IF EXISTS bench_to_postgis")))
             with engine.begin() as conn:
                 indexed_like(conn, "bench_to_postgis", "bench_to_postgis_indexed", "geometry", "rowid")
-            results.append(run("to_postgis, events' indexes", [
-                "python", str(script), url, str(csv_path), "bench_to_postgis_indexed", "append"], env, pid))
+            results.append(median_run("to_postgis, events' indexes", [
+                "python", str(script), url, str(csv_path), "bench_to_postgis_indexed", "append"], env, pid,
+                args.repeat, execute("TRUNCATE bench_to_postgis_indexed RESTART IDENTITY")))
             if shutil.which("ogr2ogr"):
                 pg = (f"PG:dbname={name} host={server.query.get('host', server.host or 'localhost')} "
                       f"port={server.port or 5432} user={server.username or 'postgres'}")
-                results.append(run("ogr2ogr (COPY)", [
+                results.append(median_run("ogr2ogr (COPY)", [
                     "ogr2ogr", "-f", "PostgreSQL", pg, str(csv_path), "-nln", "bench_ogr2ogr",
                     "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
                     "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326", "-lco", "GEOMETRY_NAME=geom",
-                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env, pid))
+                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env, pid, args.repeat,
+                    execute("DROP TABLE IF EXISTS bench_ogr2ogr")))
                 with engine.begin() as conn:
                     indexed_like(conn, "bench_ogr2ogr", "bench_ogr2ogr_indexed", "geom", "ogc_fid")
-                results.append(run("ogr2ogr, events' indexes", [
+                results.append(median_run("ogr2ogr, events' indexes", [
                     "ogr2ogr", "-append", "-f", "PostgreSQL", pg, str(csv_path),
                     "-nln", "bench_ogr2ogr_indexed",
                     "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
                     "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326",
-                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env, pid))
+                    "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env, pid, args.repeat,
+                    execute("TRUNCATE bench_ogr2ogr_indexed RESTART IDENTITY")))
         with engine.connect() as conn:
             for table in ("bench_to_postgis_indexed", "bench_ogr2ogr_indexed"):
                 if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
@@ -431,14 +480,17 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     ours = float(results[0]["seconds"]) if results else 1.0
-    print(f"\n{'tool':<30}{'seconds':>10}{'rows/s':>12}{'x rutas time':>14}{'peak RSS MB':>13}"
-          f"{'client CPU s':>14}{'server CPU s':>14}")
+    print(f"\n{'tool':<30}{'seconds':>10}{'min-max':>14}{'rows/s':>12}{'x rutas time':>14}"
+          f"{'peak RSS MB':>13}{'client CPU s':>14}{'server CPU s':>14}")
     for r in results:
         seconds = float(r["seconds"])
-        print(f"{r['tool']!s:<30}{seconds:>10.2f}{args.rows / seconds:>12,.0f}{seconds / ours:>14.2f}"
-              f"{float(r['rss_mb']):>13.0f}{float(r['client_cpu']):>14.2f}{float(r['server_cpu']):>14.2f}")
-    print("\n(x rutas time: the tool's time divided by rutas ingest's; above 1 means slower than rutas;"
-          "\n CPU: user + system seconds of the tool's processes and of its server backends)")
+        spread = f"{float(r['fastest']):.1f}-{float(r['slowest']):.1f}"
+        print(f"{r['tool']!s:<30}{seconds:>10.2f}{spread:>14}{args.rows / seconds:>12,.0f}"
+              f"{seconds / ours:>14.2f}{float(r['rss_mb']):>13.0f}{float(r['client_cpu']):>14.2f}"
+              f"{float(r['server_cpu']):>14.2f}")
+    print(f"\n(seconds: the median of {args.repeat} runs, min-max the fastest and slowest; x rutas time: the"
+          "\n tool's time divided by rutas ingest's, above 1 means slower than rutas; CPU: user + system"
+          "\n seconds of the median run's processes and of its server backends)")
     print(f"load average after the run: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     for table, loaded in indexed.items():
         assert loaded == args.rows, f"{table} holds {loaded} rows, not {args.rows}"

@@ -19,7 +19,7 @@ try:
 except SystemExit:
     pass
 heavy = ["fastapi", "folium", "scipy", "routes.emerging", "maps.risk", "api.app", "scripts.cli_demo",
-         "geodata.reference"]
+         "geodata.reference", "alembic"]
 sys.stderr.write(json.dumps([name for name in heavy if name in sys.modules]) + "\\n")
 """
 

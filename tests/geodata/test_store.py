@@ -24,6 +24,16 @@ def test_upgrade_is_idempotent(settings: Settings, engine: Engine) -> None:
     assert postgis is not None and postgis.startswith("3.")
 
 
+def test_upgrade_reaches_the_newest_migration_and_says_so(settings: Settings, engine: Engine) -> None:
+    # An up-to-date store is recognised without Alembic; the revision it names must be Alembic's head.
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as conn:
+        head = ScriptDirectory.from_config(db.alembic_config(conn)).get_current_head()
+        assert db.upgrade(settings) == head
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head
+
+
 def test_scope_is_local_to_the_transaction(engine: Engine) -> None:
     with db.scoped(engine, db.Scope(role="prosecutor", country="COL")) as conn:
         inside = conn.execute(sa.text("SELECT current_setting('rutas.country', true)")).scalar()
