@@ -145,7 +145,7 @@ def upgrade(settings: Settings) -> str:
 
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")
-        revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+        revision = _stored_revision(conn)
     return str(revision)
 
 

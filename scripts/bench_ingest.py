@@ -359,7 +359,7 @@ def main() -> None:
         size_mb = csv_path.stat().st_size / 1e6
         print(f"{args.rows:,} rows, {size_mb:.0f} MB of CSV; database {name}", flush=True)
 
-        def execute(*statements: str) -> Callable[[], None]:
+        def reset_by(*statements: str) -> Callable[[], None]:
             def reset() -> None:
                 with engine.begin() as conn:
                     for statement in statements:
@@ -402,13 +402,13 @@ def main() -> None:
         if not args.anatomy_only:
             results.append(median_run("raw COPY into events", [
                 "python", str(script), plain_url, str(copy_input), "events"], env, pid, args.repeat,
-                execute("TRUNCATE events CASCADE")))
+                reset_by("TRUNCATE events CASCADE")))
             with engine.begin() as conn:
                 conn.execute(sa.text(
                     "CREATE TABLE events_bare (LIKE events INCLUDING DEFAULTS INCLUDING IDENTITY)"))
             results.append(median_run("raw COPY, table w/o indexes", [
                 "python", str(script), plain_url, str(copy_input), "events_bare"], env, pid, args.repeat,
-                execute("TRUNCATE events_bare")))
+                reset_by("TRUNCATE events_bare")))
             with engine.begin() as conn:
                 bulk_batch = int(conn.execute(sa.text(
                     "INSERT INTO ingest_batches (file_name, sha256, kind, source, loaded_by) "
@@ -420,7 +420,7 @@ def main() -> None:
             # Each run attaches a new partition, as a first load of the source does.
             results.append(median_run("raw COPY, new part + attach", [
                 "python", str(bulk_script), plain_url, str(bulk_input), str(bulk_batch)], env, pid,
-                args.repeat, execute(f"DROP TABLE IF EXISTS events_batch_{bulk_batch}",
+                args.repeat, reset_by(f"DROP TABLE IF EXISTS events_batch_{bulk_batch}",
                                      f"DELETE FROM event_sources WHERE storage_part = {bulk_batch}")))
             bulk_input.unlink()
         anatomy: list[tuple[str, float, float]] = []
@@ -446,12 +446,12 @@ def main() -> None:
             script.write_text(TO_POSTGIS_SCRIPT)
             results.append(median_run("GeoDataFrame.to_postgis", [
                 "python", str(script), url, str(csv_path), "bench_to_postgis", "replace"], env, pid,
-                args.repeat, execute("DROP TABLE IF EXISTS bench_to_postgis")))
+                args.repeat, reset_by("DROP TABLE IF EXISTS bench_to_postgis")))
             with engine.begin() as conn:
                 indexed_like(conn, "bench_to_postgis", "bench_to_postgis_indexed", "geometry", "rowid")
             results.append(median_run("to_postgis, events' indexes", [
                 "python", str(script), url, str(csv_path), "bench_to_postgis_indexed", "append"], env, pid,
-                args.repeat, execute("TRUNCATE bench_to_postgis_indexed RESTART IDENTITY")))
+                args.repeat, reset_by("TRUNCATE bench_to_postgis_indexed RESTART IDENTITY")))
             if shutil.which("ogr2ogr"):
                 pg = (f"PG:dbname={name} host={server.query.get('host', server.host or 'localhost')} "
                       f"port={server.port or 5432} user={server.username or 'postgres'}")
@@ -460,7 +460,7 @@ def main() -> None:
                     "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
                     "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326", "-lco", "GEOMETRY_NAME=geom",
                     "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env, pid, args.repeat,
-                    execute("DROP TABLE IF EXISTS bench_ogr2ogr")))
+                    reset_by("DROP TABLE IF EXISTS bench_ogr2ogr")))
                 with engine.begin() as conn:
                     indexed_like(conn, "bench_ogr2ogr", "bench_ogr2ogr_indexed", "geom", "ogc_fid")
                 results.append(median_run("ogr2ogr, events' indexes", [
@@ -469,7 +469,7 @@ def main() -> None:
                     "-oo", "X_POSSIBLE_NAMES=longitud", "-oo", "Y_POSSIBLE_NAMES=latitud",
                     "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4326",
                     "--config", "PG_USE_COPY", "YES", "-gt", "100000"], env, pid, args.repeat,
-                    execute("TRUNCATE bench_ogr2ogr_indexed RESTART IDENTITY")))
+                    reset_by("TRUNCATE bench_ogr2ogr_indexed RESTART IDENTITY")))
         with engine.connect() as conn:
             for table in ("bench_to_postgis_indexed", "bench_ogr2ogr_indexed"):
                 if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:

@@ -13,6 +13,7 @@ instead of 0.8 s (on the load's critical path: the attach runs after the last ro
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic import op
 
@@ -22,7 +23,7 @@ branch_labels = None
 depends_on = None
 
 
-def _previous() -> object:
+def _previous() -> ModuleType:
     """Migration 0011's module, whose function and cell grid this revision keeps."""
     path = Path(__file__).with_name("0011_events_partitioned.py")
     spec = importlib.util.spec_from_file_location("rutas_migration_0011", path)
@@ -39,8 +40,8 @@ _ONCE = "FROM (SELECT ST_X(geom) AS x, ST_Y(geom) AS y, owner_country, source, k
 
 def _cells_add_sql(scan: str) -> str:
     previous = _previous()
-    template: str = previous.CELLS_ADD_SQL  # type: ignore[attr-defined]
-    levels: int = previous.CELL_LEVELS  # type: ignore[attr-defined]
+    template: str = previous.CELLS_ADD_SQL
+    levels: int = previous.CELL_LEVELS
     assert _FLATTENED in template, "0011's rutas_cells_add no longer has the scan this revision replaces"
     return template.replace(_FLATTENED, scan).format(top=levels - 1, cells=2 ** (levels - 1 + 5))
 
